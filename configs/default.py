@@ -1,0 +1,81 @@
+"""Default hyperparameters: the DDPM paper's CIFAR-10 setup (Ho et al. 2020, Sec. 4, App. B).
+
+Every other config starts from this one and changes what differs, so every key a run can
+use is listed here (an override of a key not listed here is an error).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = "cifar10"  # Any tensorflow-datasets name with an `image` feature.
+  data.split = "train"
+  data.eval_split = "test"
+  data.data_dir = ""  # Empty: $TFDS_DATA_DIR, else tfds' default (~/tensorflow_datasets).
+  data.image_size = 32
+  data.channels = 3
+  data.resize_method = "none"  # "pad" (centre on black), "resize" (bilinear) or "none".
+  data.random_flip = True
+  data.shuffle_buffer_size = 50_000
+  data.cache = True  # Cache decoded examples in memory (fine for MNIST/CIFAR sizes).
+
+  config.model = model = ml_collections.ConfigDict()
+  model.ch = 128
+  model.ch_mult = (1, 2, 2, 2)
+  model.num_res_blocks = 2
+  model.attn_resolutions = (16,)
+  model.dropout = 0.1
+  model.num_groups = 32
+  model.num_heads = 1
+  model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (parameters stay float32).
+
+  config.diffusion = diffusion = ml_collections.ConfigDict()
+  diffusion.num_timesteps = 1000
+  diffusion.beta_schedule = "linear"  # "linear", "cosine", "sigmoid" or "quadratic".
+  diffusion.beta_start = 1e-4
+  diffusion.beta_end = 0.02
+  diffusion.scale_betas_to_1000 = False  # Scale linear betas by 1000 / T for short chains.
+  diffusion.prediction_type = "eps"  # "eps", "x0" or "v".
+  diffusion.loss_weighting = "none"  # "none" (L_simple) or "min_snr".
+  diffusion.min_snr_gamma = 5.0
+
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.optimizer = "adam"  # "adam" or "adamw".
+  optim.learning_rate = 2e-4
+  optim.lr_schedule = "constant"  # After warm-up: "constant" or "cosine".
+  optim.warmup_steps = 5000
+  optim.beta1 = 0.9
+  optim.beta2 = 0.999
+  optim.eps = 1e-8
+  optim.weight_decay = 0.0
+  optim.grad_clip_norm = 1.0  # 0 disables clipping.
+  optim.ema_decay = 0.9999
+  optim.ema_warmup = False  # Decay min(ema_decay, (1 + step) / (10 + step)).
+
+  config.training = training = ml_collections.ConfigDict()
+  training.batch_size = 128  # Global batch, over all devices and hosts.
+  training.num_train_steps = 800_000
+  training.log_every_steps = 100
+  training.sample_every_steps = 10_000  # 0 disables sample grids during training.
+  training.num_sample_images = 64
+  training.checkpoint_every_steps = 5_000
+  training.keep_checkpoints = 3
+
+  # Sampling for the grids written during training and for --mode=sample.
+  config.sampling = sampling = ml_collections.ConfigDict()
+  sampling.method = "ddpm"  # "ddpm" (ancestral) or "ddim".
+  sampling.num_steps = 1000  # Respaced steps; <= diffusion.num_timesteps.
+  sampling.spacing = "uniform"  # "uniform", "trailing" or "quadratic".
+  sampling.eta = 0.0  # DDIM only: 0 deterministic, 1 = DDPM with beta_tilde variance.
+  sampling.variance = "beta_tilde"  # DDPM only: "beta_tilde" or "beta".
+  sampling.clip_x0 = True
+  sampling.num_samples = 64  # --mode=sample.
+  sampling.batch_size = 64  # Images per sampler call, over all local devices.
+  sampling.seed = 0
+  sampling.use_ema = True
+  sampling.checkpoint_step = -1  # -1: the latest checkpoint.
+  return config

@@ -1,0 +1,70 @@
+"""Checks a run's config before anything runs: one-line errors naming the value and what is allowed."""
+
+from __future__ import annotations
+
+from ddpm import diffusion, input_pipeline, losses, samplers, schedules
+from ddpm.unet import check_unet_config
+
+_CHOICES = {
+    "data.resize_method": input_pipeline.RESIZE_METHODS,
+    "model.dtype": ("float32", "bfloat16"),
+    "diffusion.beta_schedule": schedules.SCHEDULES,
+    "diffusion.prediction_type": diffusion.PREDICTION_TYPES,
+    "diffusion.loss_weighting": losses.WEIGHTINGS,
+    "optim.optimizer": ("adam", "adamw"),
+    "optim.lr_schedule": ("constant", "cosine"),
+    "sampling.method": samplers.SAMPLERS,
+    "sampling.variance": samplers.VARIANCES,
+    "sampling.spacing": ("uniform", "trailing", "quadratic"),
+}
+
+_POSITIVE_INTS = (
+    "data.image_size", "data.channels", "data.shuffle_buffer_size", "model.ch",
+    "model.num_res_blocks", "model.num_groups", "model.num_heads", "diffusion.num_timesteps",
+    "training.batch_size", "training.num_train_steps", "training.log_every_steps",
+    "training.num_sample_images", "training.checkpoint_every_steps", "training.keep_checkpoints",
+    "sampling.num_steps", "sampling.num_samples", "sampling.batch_size",
+)
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+def validate_config(config) -> None:
+  """Raises ValueError with a one-line message for the first invalid value in `config`."""
+  for key, allowed in _CHOICES.items():
+    value = _get(config, key)
+    if value not in allowed:
+      raise ValueError(f"config.{key}={value!r} is not allowed; allowed: {', '.join(allowed)}.")
+  for key in _POSITIVE_INTS:
+    value = _get(config, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"config.{key}={value!r} must be a positive integer.")
+  if not isinstance(config.data.dataset, str) or not config.data.dataset:
+    raise ValueError(f"config.data.dataset={config.data.dataset!r} must name a tfds dataset.")
+  if config.training.sample_every_steps < 0:
+    raise ValueError(
+        f"config.training.sample_every_steps={config.training.sample_every_steps} must be >= 0 "
+        "(0 disables sample grids).")
+  if not 0.0 <= config.model.dropout < 1.0:
+    raise ValueError(f"config.model.dropout={config.model.dropout} must be in [0, 1).")
+  if not 0.0 <= config.optim.ema_decay < 1.0:
+    raise ValueError(f"config.optim.ema_decay={config.optim.ema_decay} must be in [0, 1).")
+  if not config.optim.learning_rate > 0:
+    raise ValueError(f"config.optim.learning_rate={config.optim.learning_rate} must be > 0.")
+  if config.optim.warmup_steps < 0:
+    raise ValueError(f"config.optim.warmup_steps={config.optim.warmup_steps} must be >= 0.")
+  if config.sampling.num_steps > config.diffusion.num_timesteps:
+    raise ValueError(
+        f"config.sampling.num_steps={config.sampling.num_steps} must be <= "
+        f"config.diffusion.num_timesteps={config.diffusion.num_timesteps}.")
+  if config.sampling.eta < 0:
+    raise ValueError(f"config.sampling.eta={config.sampling.eta} must be >= 0.")
+  m = config.model
+  check_unet_config(config.data.image_size, m.ch, tuple(m.ch_mult), m.num_res_blocks,
+                    tuple(m.attn_resolutions), m.num_groups)
+  schedules.schedule_from_config(config.diffusion)  # Invalid betas raise here.

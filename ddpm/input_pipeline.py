@@ -1,0 +1,179 @@
+"""Input pipeline: tensorflow-datasets + tf.data, deterministic and resumable.
+
+Each process reads its own slice of the split (`tfds.split_for_jax_process`). Examples are
+decoded, scaled to [-1, 1], padded or resized to `config.data.image_size`, and cached; every
+epoch is shuffled with a seed derived from (config.seed, epoch) and optionally flipped with a
+stateless per-example seed. The stream is therefore a pure function of (seed, position): a run
+restored at step s rebuilds the iterator at exactly the batch it would have seen next.
+
+Batches are dicts of numpy arrays shaped [local_devices, per_device_batch, H, W, C] (images,
+float32) and [local_devices, per_device_batch] (labels, int32), ready for `jax.pmap`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+RESIZE_METHODS = ("pad", "resize", "none")
+
+
+def _hide_gpus_from_tf() -> None:
+  # tf.data only: keep TensorFlow off any GPU/TPU so it never competes with JAX for memory.
+  try:
+    tf.config.set_visible_devices([], "GPU")
+    tf.config.set_visible_devices([], "TPU")
+  except (RuntimeError, ValueError):  # Already initialized or no such device type.
+    pass
+
+
+def data_dir_from_config(data_config) -> str | None:
+  """`config.data.data_dir`, else $TFDS_DATA_DIR, else None (tfds' default ~/tensorflow_datasets)."""
+  return data_config.get("data_dir") or os.environ.get("TFDS_DATA_DIR") or None
+
+
+def get_builder(data_config):
+  """The tfds builder of `config.data.dataset`, with a one-line error if it is unknown."""
+  name = data_config.dataset
+  try:
+    return tfds.builder(name, data_dir=data_dir_from_config(data_config))
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(
+        f"config.data.dataset={name!r} is not a tensorflow-datasets dataset; allowed: any name "
+        f"in tfds.list_builders(), e.g. mnist, fashion_mnist, cifar10.") from None
+
+
+def ensure_prepared(builder, data_config) -> None:
+  """Downloads and prepares the dataset if needed, with a clear hint when offline."""
+  if builder.is_prepared():
+    return
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # Network errors come in many types.
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise RuntimeError(
+        f"dataset {data_config.dataset!r} is not prepared in data_dir={builder.data_dir!r} and "
+        f"could not be downloaded ({first_line[:200]}); offline, set TFDS_DATA_DIR or "
+        f"config.data.data_dir to a prepared tensorflow_datasets directory.") from None
+
+
+def preprocess_image(image: tf.Tensor, image_size: int, resize_method: str) -> tf.Tensor:
+  """uint8 [h, w, c] -> float32 [image_size, image_size, c] in [-1, 1].
+
+  "pad" centres the image on a -1 (black) canvas; "resize" uses bilinear antialiased
+  resizing; "none" requires the image to already have the size.
+  """
+  x = tf.cast(image, tf.float32) / 127.5 - 1.0
+  h, w = image.shape[0], image.shape[1]
+  if resize_method == "pad":
+    if h > image_size or w > image_size:
+      raise ValueError(f"cannot pad {h}x{w} images to image_size={image_size}; use 'resize'.")
+    top, left = (image_size - h) // 2, (image_size - w) // 2
+    x = tf.pad(x, [[top, image_size - h - top], [left, image_size - w - left], [0, 0]],
+               constant_values=-1.0)
+  elif resize_method == "resize":
+    x = tf.image.resize(x, (image_size, image_size), antialias=True)
+    x = tf.clip_by_value(x, -1.0, 1.0)
+  elif resize_method == "none":
+    if (h, w) != (image_size, image_size):
+      raise ValueError(
+          f"images are {h}x{w} but config.data.image_size={image_size} and resize_method='none'; "
+          f"allowed: set image_size={h} or resize_method to 'pad' or 'resize'.")
+  else:
+    raise ValueError(
+        f"config.data.resize_method={resize_method!r} is unknown; allowed: {', '.join(RESIZE_METHODS)}.")
+  return x
+
+
+def _base_dataset(builder, split: str, data_config) -> tf.data.Dataset:
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  size, method = data_config.image_size, data_config.resize_method
+  channels = builder.info.features["image"].shape[-1]
+  if channels != data_config.channels:
+    raise ValueError(
+        f"config.data.channels={data_config.channels} but {data_config.dataset!r} images have "
+        f"{channels} channel(s); set config.data.channels={channels}.")
+
+  def prep(ex):
+    label = ex["label"] if "label" in ex else tf.constant(0, tf.int64)
+    return {"image": preprocess_image(ex["image"], size, method), "label": tf.cast(label, tf.int32)}
+
+  return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def local_batch_size(global_batch_size: int) -> int:
+  """Per-process batch size; the global batch must split evenly over all devices."""
+  n = jax.device_count()
+  if global_batch_size < 1 or global_batch_size % n:
+    raise ValueError(
+        f"config.training.batch_size={global_batch_size} must be a positive multiple of the "
+        f"device count {n}.")
+  return global_batch_size // jax.process_count()
+
+
+def create_train_iterator(config, start_step: int = 0) -> Iterator[dict]:
+  """Endless iterator of sharded training batches, starting at batch `start_step`.
+
+  The batch at any step depends only on (config.seed, step), not on when the run started.
+  """
+  _hide_gpus_from_tf()
+  dc = config.data
+  builder = get_builder(dc)
+  ensure_prepared(builder, dc)
+  split = tfds.split_for_jax_process(dc.split, process_index=jax.process_index(),
+                                     process_count=jax.process_count())
+  batch = local_batch_size(config.training.batch_size)
+  ds = _base_dataset(builder, split, dc)
+  if dc.cache:
+    ds = ds.cache()
+  num_examples = int(ds.cardinality())
+  if num_examples < batch:
+    raise ValueError(f"split {split} has {num_examples} examples, fewer than the batch {batch}.")
+  consumed = start_step * batch
+  first_epoch, offset = divmod(consumed, num_examples)
+  seed = int(config.seed)
+  buffer = min(int(dc.shuffle_buffer_size), num_examples)
+  random_flip = bool(dc.random_flip)
+
+  def epoch(e):
+    ep = ds.shuffle(buffer, seed=tf.cast(seed * 1_000_003 + e, tf.int64),
+                    reshuffle_each_iteration=False)
+
+    def flip(i, ex):
+      if random_flip:
+        s = tf.stack([tf.cast(seed, tf.int64) * 7919 + e, i])
+        ex = dict(ex, image=tf.image.stateless_random_flip_left_right(ex["image"], s))
+      return ex
+    return ep.enumerate().map(flip)
+
+  stream = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
+  stream = stream.skip(offset).batch(batch, drop_remainder=True)
+  options = tf.data.Options()
+  options.deterministic = True
+  stream = stream.with_options(options).prefetch(tf.data.AUTOTUNE)
+  logging.info("Input: %s split %s (%d examples on this process), batch %d per process, "
+               "starting at step %d (epoch %d, offset %d).", dc.dataset, split, num_examples,
+               batch, start_step, first_epoch, offset)
+  return map(shard_batch, tfds.as_numpy(stream))
+
+
+def shard_batch(batch: dict) -> dict:
+  """Reshapes a [local_batch, ...] batch to [local_devices, local_batch / local_devices, ...]."""
+  n = jax.local_device_count()
+  return jax.tree_util.tree_map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch)
+
+
+def load_examples(config, split: str, num: int) -> dict:
+  """The first `num` preprocessed examples of `split` (no shuffling) as numpy arrays."""
+  _hide_gpus_from_tf()
+  dc = config.data
+  builder = get_builder(dc)
+  ensure_prepared(builder, dc)
+  ds = _base_dataset(builder, split, dc).take(num).batch(num)
+  return next(iter(tfds.as_numpy(ds)))

@@ -1,0 +1,57 @@
+"""Drawing images from a trained model: the U-Net bound to a sampler, run on every device.
+
+`make_generate_fn` builds a `jax.pmap`-ed function params, keys -> images that runs the
+configured sampler (config.sampling) on every local device; `generate` splits a request for
+N images over the devices and returns them as uint8 numpy arrays.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddpm import image_grid, samplers
+from ddpm.schedules import Schedule
+
+
+def make_denoise_fn(model: nn.Module, params):
+  """f(x_t, t) -> model output, with dropout off."""
+  return lambda x, t: model.apply({"params": params}, x, t, train=False)
+
+
+def sampler_kwargs(sampling_config, diffusion_config) -> dict:
+  s = sampling_config
+  return dict(num_steps=s.num_steps, eta=s.eta, variance=s.variance, spacing=s.spacing,
+              clip_x0=s.clip_x0, prediction_type=diffusion_config.prediction_type)
+
+
+def make_generate_fn(model: nn.Module, schedule: Schedule, sampling_config, diffusion_config,
+                     per_device: int, image_shape) -> callable:
+  """pmap-ed (params [D, ...], keys [D, 2]) -> images in [-1, 1], [D, per_device, H, W, C]."""
+  method = sampling_config.method
+  kwargs = sampler_kwargs(sampling_config, diffusion_config)
+
+  def generate_one(params, key):
+    out = samplers.sample(method, make_denoise_fn(model, params), schedule, key,
+                          (per_device,) + tuple(image_shape), **kwargs)
+    return out.samples
+
+  return jax.pmap(generate_one, axis_name="batch")  # Replicate params on axis "batch".
+
+
+def generate(generate_fn, replicated_params, key: jax.Array, num: int, per_device: int) -> np.ndarray:
+  """Draws `num` images as uint8 [num, H, W, C] with a `make_generate_fn` function.
+
+  Call i of the per-device program uses key fold_in(key, i * D + d) on device d, so the
+  images depend only on `key` and the number of devices.
+  """
+  n_dev = jax.local_device_count()
+  rounds = -(-num // (per_device * n_dev))
+  out = []
+  for i in range(rounds):
+    keys = jnp.stack([jax.random.fold_in(key, i * n_dev + d) for d in range(n_dev)])
+    x = generate_fn(replicated_params, keys)
+    out.append(np.asarray(jax.device_get(x)).reshape((-1,) + x.shape[2:]))
+  return image_grid.to_uint8(np.concatenate(out)[:num])

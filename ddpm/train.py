@@ -1,0 +1,300 @@
+"""Data-parallel DDPM training with jax.pmap, optax and orbax (Flax examples' house style).
+
+`Trainer.setup(config, workdir)` validates everything a user can get wrong (config, workdir,
+device count, dataset, checkpoint shape) before any checkpoint is touched, restores the
+latest checkpoint if there is one, and builds the input stream at the restored step;
+`Trainer.run()` then trains, logs, writes sample grids and saves checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+from flax import jax_utils
+
+from ddpm import checkpointing, config_validation, image_grid, input_pipeline, losses, sampling
+from ddpm import schedules
+from ddpm.unet import UNet
+
+
+AXIS = "batch"  # The pmap axis of devices.
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: Any
+  ema_params: Any
+  opt_state: Any
+  rng: jax.Array  # Base key; the key of step s is fold_in(rng, s).
+
+
+def image_shape(config) -> tuple[int, int, int]:
+  return (config.data.image_size, config.data.image_size, config.data.channels)
+
+
+def create_model(config) -> UNet:
+  m = config.model
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[m.dtype]
+  return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+              attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
+              num_groups=m.num_groups, num_heads=m.num_heads, dtype=dtype)
+
+
+def learning_rate_schedule(optim_config, num_train_steps: int) -> optax.Schedule:
+  """Linear warm-up from 0 to the peak rate, then constant (DDPM) or cosine decay to 0."""
+  c = optim_config
+  warmup = max(int(c.warmup_steps), 0)
+  if c.lr_schedule == "constant":
+    after = optax.constant_schedule(c.learning_rate)
+  else:  # "cosine"
+    after = optax.cosine_decay_schedule(c.learning_rate, max(num_train_steps - warmup, 1))
+  if warmup == 0:
+    return after
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, c.learning_rate, warmup), after], [warmup])
+
+
+def create_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  c = config.optim
+  lr = learning_rate_schedule(c, config.training.num_train_steps)
+  if c.optimizer == "adamw":
+    opt = optax.adamw(lr, b1=c.beta1, b2=c.beta2, eps=c.eps, weight_decay=c.weight_decay)
+  else:  # "adam"
+    opt = optax.adam(lr, b1=c.beta1, b2=c.beta2, eps=c.eps)
+  if c.grad_clip_norm > 0:
+    opt = optax.chain(optax.clip_by_global_norm(c.grad_clip_norm), opt)
+  return opt, lr
+
+
+def ema_decay_at(step, decay: float, warmup: bool):
+  """EMA decay at `step`; with warm-up min(decay, (1 + step) / (10 + step)) as in TF's EMA."""
+  if not warmup:
+    return jnp.asarray(decay, jnp.float32)
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema_params, params, decay):
+  """ema <- decay * ema + (1 - decay) * params, leaf by leaf."""
+  return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+
+
+def create_train_state(rng: jax.Array, config, model: UNet, tx) -> TrainState:
+  init_rng, state_rng = jax.random.split(rng)
+  shape = (1,) + image_shape(config)
+  params = jax.jit(lambda k: model.init(k, jnp.zeros(shape), jnp.zeros((1,), jnp.int32)))(
+      init_rng)["params"]
+  return TrainState(step=jnp.asarray(0, jnp.int32), params=params, ema_params=params,
+                    opt_state=tx.init(params), rng=state_rng)
+
+
+def train_step(state: TrainState, batch: dict, *, model: UNet, schedule: schedules.Schedule,
+               tx: optax.GradientTransformation, lr_fn: optax.Schedule, config,
+               axis_name: str = "batch"):
+  """One data-parallel step (call under pmap with `axis_name`).
+
+  Each example draws (t, eps) from fold_in(step key, its global index) and dropout keys are
+  per device, so the result does not depend on how a global batch is split over devices
+  (with dropout 0). Gradients and metrics are averaged over devices with lax.pmean.
+  """
+  x0 = batch["image"]
+  b = x0.shape[0]
+  step_key = jax.random.fold_in(state.rng, state.step)
+  device = jax.lax.axis_index(axis_name)
+  example_ids = device * b + jnp.arange(b)
+  dropout_key = jax.random.fold_in(jax.random.fold_in(step_key, 1 << 30), device)
+  d = config.diffusion
+
+  def loss_fn(params):
+    denoise = lambda x, t: model.apply({"params": params}, x, t, train=True,
+                                       rngs={"dropout": dropout_key})
+    return losses.sampled_diffusion_loss(
+        denoise, schedule, x0, step_key, example_ids, prediction_type=d.prediction_type,
+        weighting=d.loss_weighting, min_snr_gamma=d.min_snr_gamma)
+
+  (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, axis_name)
+  loss = jax.lax.pmean(loss, axis_name)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  decay = ema_decay_at(state.step, config.optim.ema_decay, config.optim.ema_warmup)
+  ema_params = ema_update(state.ema_params, params, decay)
+  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "learning_rate": lr_fn(state.step)}
+  new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
+                            opt_state=opt_state)
+  return new_state, metrics
+
+
+def make_p_train_step(model, schedule, tx, lr_fn, config):
+  step = functools.partial(train_step, model=model, schedule=schedule, tx=tx, lr_fn=lr_fn,
+                           config=config)
+  return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,))
+
+
+def unreplicate(tree):
+  return jax.device_get(jax.tree_util.tree_map(lambda x: x[0], tree))
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates `workdir` if needed; one-line errors if it is a file or not writable."""
+  workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} is a file; allowed: a directory (new or existing).")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"--workdir={workdir} cannot be created ({e.strerror}).") from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise ValueError(f"--workdir={workdir} is not writable; allowed: a directory you can write to.")
+  return workdir
+
+
+@dataclasses.dataclass
+class Trainer:
+  config: ml_collections.ConfigDict
+  workdir: str
+  model: UNet
+  schedule: schedules.Schedule
+  state: TrainState  # Unreplicated, as restored.
+  manager: Any
+  meta: dict
+  train_iter: Any
+  p_train_step: Any
+  start_step: int
+
+  @classmethod
+  def setup(cls, config, workdir: str) -> "Trainer":
+    """Checks the inputs, restores the latest checkpoint and builds the data stream.
+
+    Raises ValueError/RuntimeError with a one-line message for bad user input; nothing is
+    written to the checkpoint directory before all checks have passed.
+    """
+    config_validation.validate_config(config)
+    input_pipeline.local_batch_size(config.training.batch_size)  # Divisible by devices.
+    workdir = prepare_workdir(workdir)
+    builder = input_pipeline.get_builder(config.data)  # Unknown dataset -> error.
+    input_pipeline.ensure_prepared(builder, config.data)
+    model = create_model(config)
+    schedule = schedules.schedule_from_config(config.diffusion)
+    tx, lr_fn = create_optimizer(config)
+    state = create_train_state(jax.random.PRNGKey(config.seed), config, model, tx)
+    meta = checkpointing.make_meta(state, config.model, image_shape(config))
+    manager = checkpointing.create_manager(workdir, config.training.keep_checkpoints,
+                                           config.training.checkpoint_every_steps)
+    state = checkpointing.restore(manager, state, meta)
+    start_step = int(state.step)
+    train_iter = input_pipeline.create_train_iterator(config, start_step)
+    p_train_step = make_p_train_step(model, schedule, tx, lr_fn, config)
+    return cls(config, workdir, model, schedule, state, manager, meta, train_iter,
+               p_train_step, start_step)
+
+  def sample_grid(self, ema_params_replicated, step: int) -> tuple[str, np.ndarray]:
+    """Draws `training.num_sample_images` images from the EMA parameters into a PNG grid."""
+    c = self.config
+    n_dev = jax.local_device_count()
+    per_device = -(-c.training.num_sample_images // n_dev)
+    if not hasattr(self, "_generate_fn"):
+      self._generate_fn = sampling.make_generate_fn(
+          self.model, self.schedule, c.sampling, c.diffusion, per_device, image_shape(c))
+    key = jax.random.fold_in(jax.random.PRNGKey(c.sampling.seed), 0)
+    images = sampling.generate(self._generate_fn, ema_params_replicated, key,
+                               c.training.num_sample_images, per_device)
+    path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
+    grid = image_grid.make_grid(images)
+    image_grid.save_png(path, grid)
+    return path, grid
+
+  def run(self) -> TrainState:
+    c = self.config
+    total = c.training.num_train_steps
+    is_main = jax.process_index() == 0
+    writer = metric_writers.create_default_writer(self.workdir, just_logging=not is_main)
+    if self.start_step == 0 and is_main:
+      writer.write_hparams({k: v for k, v in _flatten(c.to_dict()).items()})
+    # The mesh axis name must be pmap's, or the second step recompiles for a new sharding.
+    state = jax_utils.replicate(self.state, axis_name=AXIS)
+    train_iter = jax_utils.prefetch_to_device(self.train_iter, 2, axis_name=AXIS)
+    images_per_step = c.training.batch_size
+    logging.info("Training %s for %d steps from step %d: %d parameters, %d devices, global batch %d.",
+                 c.data.dataset, total, self.start_step,
+                 sum(np.size(p) for p in jax.tree_util.tree_leaves(self.state.params)),
+                 jax.device_count(), images_per_step)
+    pending: list = []
+    t_log, step_log = time.time(), self.start_step
+    t_start = time.time()
+    metrics_path = os.path.join(self.workdir, "metrics.jsonl")
+    step = self.start_step
+    for step in range(self.start_step + 1, total + 1):
+      batch = next(train_iter)
+      state, metrics = self.p_train_step(state, batch)
+      pending.append(metrics)
+      if step % c.training.log_every_steps == 0 or step == total:
+        host = jax.device_get([jax.tree_util.tree_map(lambda x: x[0], m) for m in pending])
+        pending = []
+        summary = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        if not np.isfinite(summary["loss"]):
+          raise FloatingPointError(f"loss is {summary['loss']} at step {step}; stopping "
+                                   "before any checkpoint of it is written.")
+        now = time.time()
+        steps_per_sec = (step - step_log) / (now - t_log)
+        summary.update(steps_per_sec=steps_per_sec, images_per_sec=steps_per_sec * images_per_step)
+        t_log, step_log = now, step
+        eta = (total - step) / max(steps_per_sec, 1e-9)
+        logging.info("step %d/%d: loss %.5f, grad norm %.3f, lr %.2e, %.2f steps/s, %.1f images/s, "
+                     "ETA %s", step, total, summary["loss"], summary["grad_norm"],
+                     summary["learning_rate"], steps_per_sec, summary["images_per_sec"],
+                     _format_seconds(eta))
+        writer.write_scalars(step, summary)
+        if is_main:
+          with open(metrics_path, "a") as f:
+            f.write(json.dumps({"step": step, "time": now - t_start, **summary}) + "\n")
+      if c.training.sample_every_steps > 0 and (step % c.training.sample_every_steps == 0
+                                                or step == total):
+        t0 = time.time()
+        path, grid = self.sample_grid(state.ema_params, step)
+        logging.info("Wrote samples of step %d to %s (%.1f s).", step, path, time.time() - t0)
+        writer.write_images(step, {"samples": grid[None]})
+      if step % c.training.checkpoint_every_steps == 0 or step == total:
+        checkpointing.save(self.manager, step, unreplicate(state), self.meta, force=step == total)
+    self.manager.wait_until_finished()
+    writer.flush()
+    writer.close()
+    logging.info("Finished at step %d in %s.", step, _format_seconds(time.time() - t_start))
+    return unreplicate(state)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+  return out
+
+
+def _format_seconds(s: float) -> str:
+  s = int(max(s, 0))
+  h, rem = divmod(s, 3600)
+  m, sec = divmod(rem, 60)
+  return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+def train_and_evaluate(config, workdir: str) -> TrainState:
+  """Trains per `config` in `workdir`, resuming from its latest checkpoint."""
+  return Trainer.setup(config, workdir).run()
