@@ -94,7 +94,10 @@ def preprocess_image(image: tf.Tensor, image_size: int, resize_method: str) -> t
 def _base_dataset(builder, split: str, data_config) -> tf.data.Dataset:
   ds = builder.as_dataset(split=split, shuffle_files=False)
   size, method = data_config.image_size, data_config.resize_method
-  channels = builder.info.features["image"].shape[-1]
+  h, w, channels = builder.info.features["image"].shape
+  # Check sizes here, outside tf.data's traced map function, for a one-line error.
+  if h is not None and w is not None:
+    preprocess_image(tf.zeros((h, w, channels), tf.uint8), size, method)
   if channels != data_config.channels:
     raise ValueError(
         f"config.data.channels={data_config.channels} but {data_config.dataset!r} images have "

@@ -121,7 +121,7 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: Schedule, key: jax.Array, shape
                 prediction_type: str = "eps", clip_x0: bool = True,
                 x_T: jnp.ndarray | None = None, return_trajectory: bool = False) -> SampleOutput:
   """DDIM sampling (Song et al. 2021, eq. 12) over `num_steps` respaced time steps."""
-  if not eta >= 0.0:
+  if isinstance(eta, (int, float)) and not eta >= 0.0:  # eta may also be a traced array.
     raise ValueError(f"DDIM eta={eta} must be >= 0.")
   ts = sampling_timesteps(schedule.num_timesteps, num_steps, spacing)
   step = lambda x, x0, eps, t, tp, k: ddim_step(schedule, x0, eps, t, tp, k, eta)

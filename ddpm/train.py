@@ -139,10 +139,11 @@ def train_step(state: TrainState, batch: dict, *, model: UNet, schedule: schedul
   return new_state, metrics
 
 
-def make_p_train_step(model, schedule, tx, lr_fn, config):
+def make_p_train_step(model, schedule, tx, lr_fn, config, devices=None):
+  """`train_step` pmap-ed over `devices` (default: all local devices), donating the state."""
   step = functools.partial(train_step, model=model, schedule=schedule, tx=tx, lr_fn=lr_fn,
                            config=config)
-  return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,))
+  return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,), devices=devices)
 
 
 def unreplicate(tree):
