@@ -223,9 +223,11 @@ class Trainer:
     c = self.config
     total = c.training.num_train_steps
     is_main = jax.process_index() == 0
-    writer = metric_writers.create_default_writer(self.workdir, just_logging=not is_main)
+    # TensorBoard events from process 0 only; the console line below is the human log.
+    writer = (metric_writers.SummaryWriter(self.workdir) if is_main
+              else metric_writers.MultiWriter([]))
     if self.start_step == 0 and is_main:
-      writer.write_hparams({k: v for k, v in _flatten(c.to_dict()).items()})
+      writer.write_hparams(_flatten(c.to_dict()))
     # The mesh axis name must be pmap's, or the second step recompiles for a new sharding.
     state = jax_utils.replicate(self.state, axis_name=AXIS)
     train_iter = jax_utils.prefetch_to_device(self.train_iter, 2, axis_name=AXIS)
@@ -243,6 +245,10 @@ class Trainer:
       batch = next(train_iter)
       state, metrics = self.p_train_step(state, batch)
       pending.append(metrics)
+      if step == self.start_step + 1:  # Keep compilation out of the steps/s figures.
+        jax.block_until_ready(metrics)
+        logging.info("First step (compilation included) took %.1f s.", time.time() - t_start)
+        t_log, step_log = time.time(), step
       if step % c.training.log_every_steps == 0 or step == total:
         host = jax.device_get([jax.tree_util.tree_map(lambda x: x[0], m) for m in pending])
         pending = []

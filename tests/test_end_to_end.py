@@ -1,0 +1,113 @@
+"""The command line on the real MNIST in TFDS_DATA_DIR: train, resume, sample, bad input."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from PIL import Image
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(
+    not (pathlib.Path(os.environ.get("TFDS_DATA_DIR", "/nonexistent")) / "mnist").is_dir(),
+    reason="needs the prepared MNIST in TFDS_DATA_DIR")
+
+
+def ddpm(workdir, *args):
+  cmd = [sys.executable, "-m", "ddpm.main", "--config=configs/tiny.py", f"--workdir={workdir}", *args]
+  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def params_at(workdir, step):
+  restored = ocp.StandardCheckpointer().restore(pathlib.Path(workdir) / "checkpoints" / str(step) / "state")
+  return restored
+
+
+def snapshot(workdir):
+  root = pathlib.Path(workdir) / "checkpoints"
+  return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """20 steps of the tiny config, then a restart that continues to 30."""
+  workdir = tmp_path_factory.mktemp("run")
+  first = ddpm(workdir)
+  assert first.returncode == 0, first.stderr[-3000:]
+  second = ddpm(workdir, "--config.training.num_train_steps=30")
+  assert second.returncode == 0, second.stderr[-3000:]
+  return workdir, first, second
+
+
+def test_training_writes_checkpoints_samples_and_logs(trained):
+  workdir, first, _ = trained
+  assert "step 20/20" in first.stderr and "images/s" in first.stderr and "ETA" in first.stderr
+  grid = np.asarray(Image.open(workdir / "samples" / "step_0000020.png"))
+  assert grid.ndim == 2 and grid.shape[0] > 16 and grid.std() > 0  # 4x4 grid of 16x16 images.
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) >= 4 and all("loss" in line for line in lines)
+  assert list(workdir.glob("events.out.tfevents.*")), "TensorBoard event file"
+
+
+def test_restart_resumes_exactly_where_an_uninterrupted_run_would_be(trained, tmp_path):
+  workdir, _, second = trained
+  assert "from step 20" in second.stderr
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [20, 30]  # Keep 2.
+  straight = ddpm(tmp_path, "--config.training.num_train_steps=30",
+                  "--config.training.sample_every_steps=0")
+  assert straight.returncode == 0, straight.stderr[-3000:]
+  a, b = params_at(workdir, 30), params_at(tmp_path, 30)
+  flat_a, flat_b = ocp.tree.to_flat_dict(a), ocp.tree.to_flat_dict(b)
+  assert flat_a.keys() == flat_b.keys()
+  for k in flat_a:
+    np.testing.assert_array_equal(flat_a[k], flat_b[k], err_msg=str(k))
+
+
+def test_sample_mode_writes_a_grid_and_uint8_npz(trained):
+  workdir, _, _ = trained
+  r = ddpm(workdir, "--mode=sample", "--config.sampling.num_samples=8",
+           "--config.sampling.method=ddpm", "--config.sampling.num_steps=20",
+           "--config.sampling.seed=3")
+  assert r.returncode == 0, r.stderr[-3000:]
+  npz = np.load(workdir / "samples" / "ddpm20_seed3_step30.npz")
+  assert npz["images"].shape == (8, 16, 16, 1) and npz["images"].dtype == np.uint8
+  assert str(npz["method"]) == "ddpm" and int(npz["checkpoint_step"]) == 30
+  assert (workdir / "samples" / "ddpm20_seed3_step30.png").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.model.ch=24"], "written by a model of another shape"),
+    (["--config.data.image_size=15"], "image_size=15"),
+    (["--config.training.batch_size=30"], "batch_size=30"),
+    (["--config.data.dataset=no_such_dataset"], "no_such_dataset"),
+    (["--config.sampling.method=euler"], "sampling.method='euler'"),
+    (["--mode=sample", "--config.model.num_res_blocks=2"], "another shape"),
+])
+def test_bad_input_stops_with_one_line_and_leaves_checkpoints_untouched(trained, args, message):
+  workdir, _, _ = trained
+  before = snapshot(workdir)
+  r = ddpm(workdir, *args)
+  assert r.returncode != 0
+  errors = [line for line in r.stderr.splitlines() if line.startswith("ddpm: error:")]
+  assert len(errors) == 1 and message in errors[0], r.stderr[-2000:]
+  assert snapshot(workdir) == before
+
+
+def test_unknown_config_key_is_rejected(tmp_path):
+  r = ddpm(tmp_path, "--config.model.chh=24")
+  assert r.returncode != 0 and "chh" in r.stderr
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bad_workdirs(tmp_path):
+  a_file = tmp_path / "file"
+  a_file.write_text("not a directory")
+  r = ddpm(a_file)
+  assert r.returncode != 0 and "is a file" in r.stderr
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  r = ddpm(empty, "--mode=sample")
+  assert r.returncode != 0 and "no checkpoints/ directory" in r.stderr
