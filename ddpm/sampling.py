@@ -7,10 +7,13 @@ N images over the devices and returns them as uint8 numpy arrays.
 
 from __future__ import annotations
 
+import time
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from ddpm import image_grid, samplers
 from ddpm.schedules import Schedule
@@ -50,8 +53,13 @@ def generate(generate_fn, replicated_params, key: jax.Array, num: int, per_devic
   n_dev = jax.local_device_count()
   rounds = -(-num // (per_device * n_dev))
   out = []
+  t0 = time.time()
   for i in range(rounds):
     keys = jnp.stack([jax.random.fold_in(key, i * n_dev + d) for d in range(n_dev)])
     x = generate_fn(replicated_params, keys)
     out.append(np.asarray(jax.device_get(x)).reshape((-1,) + x.shape[2:]))
+    if rounds > 1:
+      done, elapsed = (i + 1) * per_device * n_dev, time.time() - t0
+      logging.info("sampled %d/%d images, %.2f images/s, ETA %.0f s", min(done, num), num,
+                   done / elapsed, (rounds - i - 1) * elapsed / (i + 1))
   return image_grid.to_uint8(np.concatenate(out)[:num])

@@ -110,3 +110,16 @@ def test_checkpoint_round_trip_retention_and_shape_mismatch(tmp_path):
   assert "\n" not in str(e.value)
   assert manager.all_steps() == [2, 3]  # Untouched.
   manager.close()
+
+
+def test_prepare_workdir_rejects_files_and_unwritable_directories(tmp_path, monkeypatch):
+  assert train.prepare_workdir(str(tmp_path / "new" / "dir")) == str(tmp_path / "new" / "dir")
+  a_file = tmp_path / "f"
+  a_file.write_text("x")
+  with pytest.raises(ValueError, match="is a file"):
+    train.prepare_workdir(str(a_file))
+  # Root can write anywhere, so simulate a read-only directory.
+  monkeypatch.setattr(train.os, "access", lambda path, mode: False)
+  with pytest.raises(ValueError, match="is not writable") as e:
+    train.prepare_workdir(str(tmp_path))
+  assert "\n" not in str(e.value)
