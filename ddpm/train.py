@@ -203,17 +203,26 @@ class Trainer:
     return cls(config, workdir, model, schedule, state, manager, meta, train_iter,
                p_train_step, start_step)
 
-  def sample_grid(self, ema_params_replicated, step: int) -> tuple[str, np.ndarray]:
-    """Draws `training.num_sample_images` images from the EMA parameters into a PNG grid."""
+  @property
+  def _grid_per_device(self) -> int:
+    return -(-self.config.training.num_sample_images // jax.local_device_count())
+
+  @functools.cached_property
+  def _generate_fn(self):
     c = self.config
-    n_dev = jax.local_device_count()
-    per_device = -(-c.training.num_sample_images // n_dev)
-    if not hasattr(self, "_generate_fn"):
-      self._generate_fn = sampling.make_generate_fn(
-          self.model, self.schedule, c.sampling, c.diffusion, per_device, image_shape(c))
+    return sampling.make_generate_fn(self.model, self.schedule, c.sampling, c.diffusion,
+                                     self._grid_per_device, image_shape(c))
+
+  def sample_grid(self, ema_params_replicated, step: int) -> tuple[str, np.ndarray]:
+    """Draws `training.num_sample_images` images from the EMA parameters into a PNG grid.
+
+    The key is the same at every step, so successive grids show the same noise denoised by
+    better and better parameters.
+    """
+    c = self.config
     key = jax.random.fold_in(jax.random.PRNGKey(c.sampling.seed), 0)
     images = sampling.generate(self._generate_fn, ema_params_replicated, key,
-                               c.training.num_sample_images, per_device)
+                               c.training.num_sample_images, self._grid_per_device)
     path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
     grid = image_grid.make_grid(images)
     image_grid.save_png(path, grid)
@@ -226,8 +235,11 @@ class Trainer:
     # TensorBoard events from process 0 only; the console line below is the human log.
     writer = (metric_writers.SummaryWriter(self.workdir) if is_main
               else metric_writers.MultiWriter([]))
-    if self.start_step == 0 and is_main:
-      writer.write_hparams(_flatten(c.to_dict()))
+    if is_main:
+      with open(os.path.join(self.workdir, "config.json"), "w") as f:
+        f.write(c.to_json_best_effort(indent=2))
+      if self.start_step == 0:
+        writer.write_hparams(_flatten(c.to_dict()))
     # The mesh axis name must be pmap's, or the second step recompiles for a new sharding.
     state = jax_utils.replicate(self.state, axis_name=AXIS)
     train_iter = jax_utils.prefetch_to_device(self.train_iter, 2, axis_name=AXIS)
