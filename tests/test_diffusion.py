@@ -133,3 +133,15 @@ def test_bad_shapes_and_types_raise():
     diffusion.q_sample(s, x, jnp.zeros((2,), jnp.int32), jnp.zeros((2, 4)))
   with pytest.raises(ValueError, match="prediction_type 'score'"):
     diffusion.training_target(s, "score", x, jnp.zeros((2,), jnp.int32), x)
+
+
+@given(names, steps, seeds, st.sampled_from(diffusion.PREDICTION_TYPES))
+def test_clipped_x0_stays_in_range_and_consistent_with_xt(name, t, seed, kind):
+  """With clip_x0, x0_hat is in [-1, 1] and (x0_hat, eps_hat) still reproduce x_t (eq. 4)."""
+  s = SCHED[name]
+  xt, out = _batch(seed)
+  tb = jnp.full((3,), t)
+  x0, eps = diffusion.model_output_to_x0_eps(s, kind, 3.0 * out, xt, tb, clip_x0=True)
+  assert float(jnp.max(jnp.abs(x0))) <= 1.0
+  if float(s.alpha_bars[t]) < 0.99:  # eps from x0 divides by sqrt(1 - alpha_bar).
+    np.testing.assert_allclose(diffusion.q_sample(s, x0, tb, eps), xt, rtol=1e-3, atol=1e-3)

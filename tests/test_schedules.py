@@ -88,3 +88,12 @@ def test_bad_sampling_timesteps():
     schedules.sampling_timesteps(10, 11)
   with pytest.raises(ValueError, match="spacing 'nope'"):
     schedules.sampling_timesteps(10, 5, "nope")
+
+
+def test_sigmoid_schedule_follows_its_closed_form():
+  T = 1000
+  s = schedules.make_schedule("sigmoid", T)
+  sig = lambda z: 1 / (1 + np.exp(-z))
+  u = np.arange(1, T) / T
+  expected = (sig(3.0) - sig(u * 6.0 - 3.0)) / (sig(3.0) - sig(-3.0))
+  np.testing.assert_allclose(s.alpha_bars[:-1][: T - 100], expected[: T - 100], rtol=1e-4)
