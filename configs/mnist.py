@@ -5,8 +5,9 @@ level, attention at 7x7), the paper's linear betas over T = 1000 and eps predict
 1e-3 (a small model tolerates a larger rate than the paper's 2e-4) with 200 warm-up steps,
 batch 64, EMA 0.999 with warm-up, 3500 steps (3.7 epochs).
 
-Measured (experiments/mnist/README.md has the command, log and grids): see the closing
-section of that file for steps/s, images/s, final loss and wall time on this machine.
+Measured on this 2-core CPU (experiments/mnist/README.md has the commands and figures):
+3500 steps in 49 minutes at a median 1.34 steps/s (85.6 images/s), final L_simple 0.025;
+DDPM sampling with 1000 steps then draws recognizable digits of every class.
 """
 
 from configs import default as default_lib
