@@ -1,0 +1,8 @@
+"""ddpm: denoising diffusion probabilistic models in JAX/Flax.
+
+The diffusion math lives in pure functions (`schedules`, `diffusion`, `losses`, `samplers`),
+the network in `unet`, and the training program around them in `train`, `input_pipeline`,
+`checkpointing`, `sampling` and `main`.
+"""
+
+__version__ = "0.1.0"
