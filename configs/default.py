@@ -64,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
   training.num_sample_images = 64
   training.checkpoint_every_steps = 5_000
   training.keep_checkpoints = 3
+  # A step with a non-finite loss or gradient is never applied; then "stop" ends the run
+  # with an error naming the step, "skip" counts it and goes on.
+  training.nan_policy = "stop"
 
   # Sampling for the grids written during training and for --mode=sample.
   config.sampling = sampling = ml_collections.ConfigDict()

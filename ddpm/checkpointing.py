@@ -25,10 +25,16 @@ class CheckpointMismatchError(ValueError):
   """The checkpoint was written by a model of another shape."""
 
 
+def _flat(tree) -> dict[str, Any]:
+  """{'/'-joined path: leaf} of a pytree."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path): v
+          for path, v in flat}
+
+
 def param_shapes(params) -> dict[str, list[int]]:
   """{'/'-joined parameter path: shape} of a parameter pytree."""
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {"/".join(str(getattr(k, "key", k)) for k in path): list(np.shape(v)) for path, v in flat}
+  return {name: list(np.shape(v)) for name, v in _flat(params).items()}
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -51,7 +57,15 @@ def make_meta(state, model_config, image_shape) -> dict[str, Any]:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, force: bool = False) -> bool:
-  """Saves an (unreplicated, host or device) state at `step`; returns whether it saved."""
+  """Saves an (unreplicated, host or device) state at `step`; returns whether it saved.
+
+  Raises FloatingPointError, writing nothing, if any array of the state is not finite.
+  """
+  bad = [name for name, v in _flat(state).items()
+         if np.issubdtype(np.asarray(v).dtype, np.floating) and not np.all(np.isfinite(v))]
+  if bad:
+    raise FloatingPointError(
+        f"refusing to write checkpoint step {step}: {len(bad)} array(s) hold NaN/Inf, e.g. {bad[0]}.")
   saved = manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
   if saved:
@@ -78,22 +92,60 @@ def check_compatible(stored_meta: dict, meta: dict, step: int, directory) -> Non
         + "); use the config it was trained with or another --workdir.")
 
 
-def restore(manager: ocp.CheckpointManager, state, meta: dict, step: int | None = None):
-  """Restores the checkpoint at `step` (default: latest) into the structure of `state`.
+def _quarantine(manager: ocp.CheckpointManager, step: int, reason: str) -> str:
+  """Moves an unreadable checkpoint to checkpoints_corrupt/ (never deletes it) and reloads."""
+  src = os.path.join(str(manager.directory), str(step))
+  dst_root = os.path.join(os.path.dirname(str(manager.directory)), "checkpoints_corrupt")
+  os.makedirs(dst_root, exist_ok=True)
+  dst = os.path.join(dst_root, str(step))
+  n = 1
+  while os.path.exists(dst):
+    dst, n = os.path.join(dst_root, f"{step}.{n}"), n + 1
+  os.rename(src, dst)
+  manager.reload()
+  logging.warning("Checkpoint step %d is unreadable (%s); moved it to %s and trying the next "
+                  "older one.", step, reason, dst)
+  return dst
 
-  Returns `state` unchanged if there is no checkpoint. Raises CheckpointMismatchError if the
-  checkpoint's parameter shapes differ from `state`'s, and ValueError for a missing step.
-  """
-  steps = manager.all_steps()
-  if step is None:
-    step = manager.latest_step()
-    if step is None:
-      return state
-  elif step not in steps:
-    raise ValueError(f"checkpoint step {step} is not in {manager.directory}; available: {sorted(steps)}.")
+
+def _restore_step(manager: ocp.CheckpointManager, state, meta: dict, step: int):
   stored_meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   check_compatible(stored_meta, meta, step, manager.directory)
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  restored = restored["state"]
+  bad = [n for n, v in _flat(restored).items()
+         if np.issubdtype(np.asarray(v).dtype, np.floating) and not np.all(np.isfinite(v))]
+  if bad:
+    raise FloatingPointError(f"{bad[0]} holds NaN/Inf")
+  return restored
+
+
+def restore(manager: ocp.CheckpointManager, state, meta: dict, step: int | None = None):
+  """Restores the checkpoint at `step` (default: the newest readable one) into `state`'s structure.
+
+  Returns `state` unchanged if there is no checkpoint. Raises CheckpointMismatchError if the
+  checkpoint's parameter shapes differ from `state`'s, and ValueError for a missing step.
+  Without `step`, a checkpoint that cannot be read (truncated or corrupted files, NaNs) is
+  moved to `checkpoints_corrupt/` with a warning and the next older one is tried; nothing is
+  ever deleted.
+  """
+  if step is not None:
+    if step not in manager.all_steps():
+      raise ValueError(f"checkpoint step {step} is not in {manager.directory}; "
+                       f"available: {sorted(manager.all_steps())}.")
+    restored = _restore_step(manager, state, meta, step)
+  else:
+    for candidate in sorted(manager.all_steps(), reverse=True):
+      try:
+        restored = _restore_step(manager, state, meta, candidate)
+        step = candidate
+        break
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
+        _quarantine(manager, candidate, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+    else:
+      return state
   logging.info("Restored checkpoint at step %d from %s.", step, manager.directory)
-  return restored["state"]
+  return restored

@@ -13,6 +13,7 @@ _CHOICES = {
     "diffusion.loss_weighting": losses.WEIGHTINGS,
     "optim.optimizer": ("adam", "adamw"),
     "optim.lr_schedule": ("constant", "cosine"),
+    "training.nan_policy": ("stop", "skip"),
     "sampling.method": samplers.SAMPLERS,
     "sampling.variance": samplers.VARIANCES,
     "sampling.spacing": ("uniform", "trailing", "quadratic"),

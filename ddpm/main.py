@@ -50,7 +50,11 @@ def main(argv):
     # Bad user input: one line, non-zero exit, nothing written to checkpoints/.
     logging.error("%s", e)
     sys.exit(f"ddpm: error: {e}")
-  job.run()
+  try:
+    job.run()
+  except FloatingPointError as e:  # nan_policy=stop: the message names the step.
+    logging.error("%s", e)
+    sys.exit(f"ddpm: error: {e}")
 
 
 if __name__ == "__main__":

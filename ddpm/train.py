@@ -12,6 +12,8 @@ import dataclasses
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -129,13 +131,20 @@ def train_step(state: TrainState, batch: dict, *, model: UNet, schedule: schedul
   (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, axis_name)
   loss = jax.lax.pmean(loss, axis_name)
+  grad_norm = optax.global_norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   decay = ema_decay_at(state.step, config.optim.ema_decay, config.optim.ema_warmup)
   ema_params = ema_update(state.ema_params, params, decay)
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "learning_rate": lr_fn(state.step)}
-  new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
-                            opt_state=opt_state)
+  # A non-finite loss or gradient (the same on every device after pmean) leaves the
+  # parameters, EMA and optimizer state as they were; the host applies nan_policy.
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+  metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": lr_fn(state.step),
+             "nonfinite": 1.0 - finite.astype(jnp.float32)}
+  new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                            ema_params=keep(ema_params, state.ema_params),
+                            opt_state=keep(opt_state, state.opt_state))
   return new_state, metrics
 
 
@@ -176,6 +185,8 @@ class Trainer:
   train_iter: Any
   p_train_step: Any
   start_step: int
+  stop_requested: int = 0  # The signal number once SIGTERM/SIGINT arrived.
+  skipped_steps: int = 0  # Steps whose non-finite update was skipped (nan_policy=skip).
 
   @classmethod
   def setup(cls, config, workdir: str) -> "Trainer":
@@ -228,10 +239,44 @@ class Trainer:
     image_grid.save_png(path, grid)
     return path, grid
 
+  def _check_finite(self, host_metrics: list[tuple[int, dict]]) -> None:
+    """Applies config.training.nan_policy to steps whose loss or gradient was not finite.
+
+    The train step never applies a non-finite update, so the state stays finite either way;
+    "stop" raises naming the first bad step, "skip" logs a warning and goes on.
+    """
+    bad = [s for s, m in host_metrics if m["nonfinite"] > 0]
+    if not bad:
+      return
+    if self.config.training.nan_policy == "stop":
+      raise FloatingPointError(
+          f"non-finite loss or gradient at step {bad[0]} ({len(bad)} step(s) so far); its update "
+          f"was not applied and no checkpoint from step {bad[0]} on was written. Lower "
+          f"config.optim.learning_rate or set config.training.nan_policy=skip.")
+    self.skipped_steps += len(bad)
+    logging.warning("Skipped the update of %d step(s) with a non-finite loss or gradient "
+                    "(first: step %d; %d in this run).", len(bad), bad[0], self.skipped_steps)
+
+  def _handle_signal(self, signum, frame):  # pylint: disable=unused-argument
+    logging.warning("Received signal %d: saving a checkpoint after this step, then stopping.", signum)
+    self.stop_requested = signum
+
   def run(self) -> TrainState:
+    """Trains to config.training.num_train_steps; SIGTERM/SIGINT save a checkpoint and stop."""
     c = self.config
     total = c.training.num_train_steps
     is_main = jax.process_index() == 0
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        handlers[sig] = signal.signal(sig, self._handle_signal)
+    try:
+      return self._run(c, total, is_main)
+    finally:
+      for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+  def _run(self, c, total: int, is_main: bool) -> TrainState:
     # TensorBoard events from process 0 only; the console line below is the human log.
     writer = (metric_writers.SummaryWriter(self.workdir) if is_main
               else metric_writers.MultiWriter([]))
@@ -248,28 +293,36 @@ class Trainer:
                  c.data.dataset, total, self.start_step,
                  sum(np.size(p) for p in jax.tree_util.tree_leaves(self.state.params)),
                  jax.device_count(), images_per_step)
-    pending: list = []
+    pending: list = []  # (step, device metrics) not yet fetched.
+    fetched: list = []  # (step, host metrics) since the last log line.
     t_log, step_log = time.time(), self.start_step
     t_start = time.time()
     metrics_path = os.path.join(self.workdir, "metrics.jsonl")
+
+    def drain():
+      host = jax.device_get([jax.tree_util.tree_map(lambda x: x[0], m) for _, m in pending])
+      new = [(s, m) for (s, _), m in zip(pending, host)]
+      pending.clear()
+      self._check_finite(new)
+      fetched.extend(new)
+
     step = self.start_step
     for step in range(self.start_step + 1, total + 1):
       batch = next(train_iter)
       state, metrics = self.p_train_step(state, batch)
-      pending.append(metrics)
+      pending.append((step, metrics))
       if step == self.start_step + 1:  # Keep compilation out of the steps/s figures.
         jax.block_until_ready(metrics)
         logging.info("First step (compilation included) took %.1f s.", time.time() - t_start)
         t_log, step_log = time.time(), step
-      if step % c.training.log_every_steps == 0 or step == total:
-        host = jax.device_get([jax.tree_util.tree_map(lambda x: x[0], m) for m in pending])
-        pending = []
-        summary = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-        if not np.isfinite(summary["loss"]):
-          raise FloatingPointError(f"loss is {summary['loss']} at step {step}; stopping "
-                                   "before any checkpoint of it is written.")
+      last = step == total or self.stop_requested
+      if step % c.training.log_every_steps == 0 or last:
+        drain()
+        summary = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
+        summary["nonfinite"] = float(sum(m["nonfinite"] for _, m in fetched))
+        fetched.clear()
         now = time.time()
-        steps_per_sec = (step - step_log) / (now - t_log)
+        steps_per_sec = (step - step_log) / max(now - t_log, 1e-9)
         summary.update(steps_per_sec=steps_per_sec, images_per_sec=steps_per_sec * images_per_step)
         t_log, step_log = now, step
         eta = (total - step) / max(steps_per_sec, 1e-9)
@@ -287,8 +340,13 @@ class Trainer:
         path, grid = self.sample_grid(state.ema_params, step)
         logging.info("Wrote samples of step %d to %s (%.1f s).", step, path, time.time() - t0)
         writer.write_images(step, {"samples": grid[None]})
-      if step % c.training.checkpoint_every_steps == 0 or step == total:
-        checkpointing.save(self.manager, step, unreplicate(state), self.meta, force=step == total)
+      if step % c.training.checkpoint_every_steps == 0 or last:
+        drain()  # Never checkpoint past a non-finite step under nan_policy=stop.
+        checkpointing.save(self.manager, step, unreplicate(state), self.meta, force=last)
+      if self.stop_requested:
+        logging.warning("Stopped by signal %d at step %d; the same command resumes from here.",
+                        self.stop_requested, step)
+        break
     self.manager.wait_until_finished()
     writer.flush()
     writer.close()

@@ -111,3 +111,19 @@ def test_bad_workdirs(tmp_path):
   empty.mkdir()
   r = ddpm(empty, "--mode=sample")
   assert r.returncode != 0 and "no checkpoints/ directory" in r.stderr
+
+
+def test_a_diverging_run_stops_naming_the_step_or_skips_by_policy(tmp_path):
+  diverge = ["--config.optim.learning_rate=1e30", "--config.optim.warmup_steps=0",
+             "--config.training.sample_every_steps=0"]
+  r = ddpm(tmp_path / "stop", *diverge)
+  errors = [line for line in r.stderr.splitlines() if line.startswith("ddpm: error:")]
+  assert r.returncode != 0 and len(errors) == 1, r.stderr[-2000:]
+  assert "non-finite loss or gradient at step" in errors[0]
+  assert not list((tmp_path / "stop" / "checkpoints").glob("[0-9]*"))
+  r = ddpm(tmp_path / "skip", *diverge, "--config.training.nan_policy=skip")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "Skipped the update of" in r.stderr
+  state = params_at(tmp_path / "skip", 20)
+  assert all(np.all(np.isfinite(v)) for v in ocp.tree.to_flat_dict(state).values()
+             if np.issubdtype(np.asarray(v).dtype, np.floating))

@@ -1,0 +1,88 @@
+"""Runs that survive: damaged checkpoints, non-finite steps, signals, kills at any moment."""
+
+import functools
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import tiny
+from ddpm import checkpointing, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+HAVE_MNIST = (pathlib.Path(os.environ.get("TFDS_DATA_DIR", "/nonexistent")) / "mnist").is_dir()
+
+
+@functools.lru_cache(maxsize=None)
+def _state():
+  c = tiny.get_config()
+  model = train.create_model(c)
+  tx, _ = train.create_optimizer(c)
+  state = train.create_train_state(jax.random.PRNGKey(0), c, model, tx)
+  return c, state, checkpointing.make_meta(state, c.model, train.image_shape(c))
+
+
+def _truncate_data(step_dir):
+  for f in (step_dir / "state").rglob("*"):
+    if f.is_file() and f.stat().st_size > 100:
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _garbage_metadata(step_dir):
+  (step_dir / "state" / "_METADATA").write_bytes(b"\x00garbage")
+
+
+def _missing_manifest(step_dir):
+  (step_dir / "state" / "manifest.ocdbt").unlink()
+
+
+def _garbage_meta_json(step_dir):
+  for f in (step_dir / "meta").glob("metadata"):
+    f.write_text("{not json")
+
+
+@pytest.mark.parametrize("damage", [_truncate_data, _garbage_metadata, _missing_manifest,
+                                    _garbage_meta_json])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_good_one(tmp_path, damage, caplog):
+  c, state, meta = _state()
+  manager = checkpointing.create_manager(str(tmp_path), max_to_keep=3)
+  for step in (1, 2, 3):
+    s = state.replace(step=jnp.asarray(step, jnp.int32),
+                      params=jax.tree_util.tree_map(lambda x: x + step, state.params))
+    checkpointing.save(manager, step, s, meta)
+  manager.wait_until_finished()
+  damage(tmp_path / "checkpoints" / "3")
+  good = {str(p): p.read_bytes() for p in (tmp_path / "checkpoints" / "2").rglob("*") if p.is_file()}
+  restored = checkpointing.restore(manager, state, meta)
+  assert int(restored.step) == 2
+  leaf = jax.tree_util.tree_leaves(restored.params)[0]
+  np.testing.assert_array_equal(leaf, np.asarray(jax.tree_util.tree_leaves(state.params)[0]) + 2)
+  assert manager.all_steps() == [1, 2]
+  assert (tmp_path / "checkpoints_corrupt" / "3").is_dir()  # Moved aside, not deleted.
+  assert good == {str(p): p.read_bytes() for p in (tmp_path / "checkpoints" / "2").rglob("*")
+                  if p.is_file()}
+  # Training on saves step 3 again without touching the good ones.
+  checkpointing.save(manager, 3, restored.replace(step=jnp.asarray(3, jnp.int32)), meta)
+  manager.wait_until_finished()
+  assert manager.all_steps() == [1, 2, 3]
+  manager.close()
+
+
+def test_a_checkpoint_with_nans_is_never_written(tmp_path):
+  c, state, meta = _state()
+  manager = checkpointing.create_manager(str(tmp_path), max_to_keep=3)
+  bad = state.replace(params=jax.tree_util.tree_map(lambda x: x.at[(0,) * x.ndim].set(jnp.nan),
+                                                    state.params))
+  with pytest.raises(FloatingPointError, match="refusing to write checkpoint step 5"):
+    checkpointing.save(manager, 5, bad, meta)
+  manager.wait_until_finished()
+  assert manager.all_steps() == []
+  manager.close()
