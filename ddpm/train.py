@@ -315,7 +315,8 @@ class Trainer:
         jax.block_until_ready(metrics)
         logging.info("First step (compilation included) took %.1f s.", time.time() - t_start)
         t_log, step_log = time.time(), step
-      last = step == total or self.stop_requested
+      stop = bool(self.stop_requested)  # Read once: a signal may arrive at any bytecode.
+      last = step == total or stop
       if step % c.training.log_every_steps == 0 or last:
         drain()
         summary = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
@@ -343,7 +344,7 @@ class Trainer:
       if step % c.training.checkpoint_every_steps == 0 or last:
         drain()  # Never checkpoint past a non-finite step under nan_policy=stop.
         checkpointing.save(self.manager, step, unreplicate(state), self.meta, force=last)
-      if self.stop_requested:
+      if stop:
         logging.warning("Stopped by signal %d at step %d; the same command resumes from here.",
                         self.stop_requested, step)
         break

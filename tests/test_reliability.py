@@ -86,3 +86,65 @@ def test_a_checkpoint_with_nans_is_never_written(tmp_path):
   manager.wait_until_finished()
   assert manager.all_steps() == []
   manager.close()
+
+
+def _launch(workdir, *args):
+  cmd = [sys.executable, "-u", "-m", "ddpm.main", "--config=configs/tiny.py", f"--workdir={workdir}",
+         "--config.training.sample_every_steps=0", "--config.training.log_every_steps=1",
+         "--config.training.checkpoint_every_steps=5", "--config.training.keep_checkpoints=3", *args]
+  return subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+
+
+def _wait_for(proc, needle, timeout=300):
+  """Reads the process's log until a line contains `needle`; returns the lines read."""
+  lines, start = [], time.time()
+  for line in proc.stderr:
+    lines.append(line)
+    if needle in line:
+      return lines
+    if time.time() - start > timeout:
+      break
+  raise AssertionError(f"never saw {needle!r}; last lines: {''.join(lines[-20:])}")
+
+
+def _flat_state(workdir, step):
+  return ocp.tree.to_flat_dict(ocp.StandardCheckpointer().restore(
+      pathlib.Path(workdir) / "checkpoints" / str(step) / "state"))
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason="needs the prepared MNIST in TFDS_DATA_DIR")
+def test_sigkill_at_any_moment_then_restart_ends_bit_identical(tmp_path):
+  steps = "--config.training.num_train_steps=30"
+  reference = _launch(tmp_path / "reference", steps)
+  assert reference.wait(timeout=600) == 0, reference.stderr.read()[-3000:]
+  killed = tmp_path / "killed"
+  # Kill points: mid-interval, right as a checkpoint write starts, and just after one.
+  for needle, delay in (("step 7/30", 0.0), ("Saving checkpoint at step 15", 0.0),
+                        ("step 21/30", 0.05)):
+    proc = _launch(killed, steps)
+    _wait_for(proc, needle)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+  final = _launch(killed, steps)
+  log = "".join(_wait_for(final, "Finished at step 30"))
+  assert final.wait(timeout=120) == 0
+  assert "Restored checkpoint at step" in log
+  a, b = _flat_state(tmp_path / "reference", 30), _flat_state(killed, 30)
+  assert a.keys() == b.keys() and len(a) > 10
+  for k in a:  # step, params, EMA params, optimizer state and RNG key.
+    np.testing.assert_array_equal(a[k], b[k], err_msg=str(k))
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason="needs the prepared MNIST in TFDS_DATA_DIR")
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  proc = _launch(tmp_path, "--config.training.num_train_steps=1000")
+  _wait_for(proc, "step 12/1000")
+  proc.send_signal(signal.SIGTERM)
+  rest = proc.stderr.read()
+  assert proc.wait(timeout=120) == 0, rest[-3000:]
+  assert "Stopped by signal" in rest
+  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert 12 <= steps[-1] < 1000, (steps, rest[-4000:])
+  assert int(_flat_state(tmp_path, steps[-1])[("step",)]) == steps[-1]
