@@ -4,7 +4,9 @@ A sampler walks a decreasing sequence of time steps t_S-1 > ... > t_0 (a sub-seq
 {0..T-1}, see `ddpm.schedules.sampling_timesteps`) from x_T ~ N(0, I) down to x_{-1} = x_0,
 calling `denoise_fn(x_t, t) -> model output` once per step. The loop is a `lax.scan`, so a
 sampler is one compiled program whatever the number of steps, and the same key always
-gives the same samples.
+gives the same samples. `key` is one key for the batch or one key per example ([B] typed or
+[B, 2] raw keys); with a key per example, example i depends on key i alone, so samples do not
+depend on how a request is split into batches or over devices.
 
 Step (t -> s), with alpha_bar_{-1} = 1 and x0_hat, eps_hat from the model output:
 
@@ -38,6 +40,27 @@ class SampleOutput(NamedTuple):
   trajectory: jnp.ndarray | None  # [S + 1, B, ...]: x_T, then x after each step; or None.
 
 
+def _is_key_batch(key) -> bool:
+  """True for one key per example: [B] typed keys or [B, 2] raw uint32 keys."""
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return key.ndim == 1
+  return key.ndim == 2
+
+
+def _normal(key, shape, dtype=jnp.float32):
+  """N(0, I) of `shape`; with a key per example, example i is drawn from key i alone."""
+  if _is_key_batch(key):
+    return jax.vmap(lambda k: jax.random.normal(k, tuple(shape[1:]), dtype))(key)
+  return jax.random.normal(key, shape, dtype)
+
+
+def _split(key, num: int):
+  """`num` keys ([num, ...]); with a key per example, [num, B, ...] keeping examples apart."""
+  if _is_key_batch(key):
+    return jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, num))(key), 0, 1)
+  return jax.random.split(key, num)
+
+
 def _alpha_bar_pair(schedule: Schedule, t, t_prev):
   ab_t = schedule.alpha_bars[t]
   ab_prev = jnp.where(t_prev >= 0, schedule.alpha_bars[jnp.maximum(t_prev, 0)], 1.0)
@@ -56,7 +79,7 @@ def ddpm_step(schedule: Schedule, x0_hat, xt, t, t_prev, key, variance: str = "b
   coef_x0, coef_xt, var_tilde, beta = diffusion.posterior_coefficients(ab_t, ab_prev)
   mean = coef_x0 * x0_hat + coef_xt * xt
   var = var_tilde if variance == "beta_tilde" else beta
-  z = jax.random.normal(key, xt.shape, xt.dtype)
+  z = _normal(key, xt.shape, xt.dtype)
   return mean + jnp.where(t_prev >= 0, jnp.sqrt(var), 0.0) * z
 
 
@@ -65,7 +88,7 @@ def ddim_step(schedule: Schedule, x0_hat, eps_hat, t, t_prev, key, eta: float = 
   ab_t, ab_prev = _alpha_bar_pair(schedule, t, t_prev)
   sigma = eta * jnp.sqrt((1.0 - ab_prev) / (1.0 - ab_t)) * jnp.sqrt(1.0 - ab_t / ab_prev)
   direction = jnp.sqrt(jnp.maximum(1.0 - ab_prev - sigma**2, 0.0)) * eps_hat
-  z = jax.random.normal(key, x0_hat.shape, x0_hat.dtype)
+  z = _normal(key, x0_hat.shape, x0_hat.dtype)
   return jnp.sqrt(ab_prev) * x0_hat + direction + sigma * z
 
 
@@ -76,15 +99,17 @@ def _sample_loop(step: Callable, denoise_fn: DenoiseFn, schedule: Schedule, key:
   ts = np.asarray(timesteps, np.int32)
   if np.any(np.diff(ts) <= 0) or ts[0] < 0 or ts[-1] >= schedule.num_timesteps:
     raise ValueError(f"timesteps must increase within [0, {schedule.num_timesteps - 1}], got {ts}.")
-  init_key, loop_key = jax.random.split(key)
+  if _is_key_batch(key) and key.shape[0] != shape[0]:
+    raise ValueError(f"{key.shape[0]} per-example keys for a batch of {shape[0]} samples.")
+  init_key, loop_key = _split(key, 2)
   if x_T is None:
-    x_T = jax.random.normal(init_key, shape, jnp.float32)
+    x_T = _normal(init_key, shape, jnp.float32)
   elif tuple(x_T.shape) != tuple(shape):
     raise ValueError(f"x_T shape {x_T.shape} must equal the sample shape {tuple(shape)}.")
   # Pairs (t, t_prev) from the noisy end down, t_prev = -1 on the last step.
   t_seq = jnp.asarray(ts[::-1])
   t_prev_seq = jnp.asarray(np.append(ts[::-1][1:], -1).astype(np.int32))
-  keys = jax.random.split(loop_key, len(ts))
+  keys = _split(loop_key, len(ts))
   batch = shape[0]
 
   def body(x, inputs):

@@ -31,35 +31,38 @@ def sampler_kwargs(sampling_config, diffusion_config) -> dict:
 
 
 def make_generate_fn(model: nn.Module, schedule: Schedule, sampling_config, diffusion_config,
-                     per_device: int, image_shape) -> callable:
-  """pmap-ed (params [D, ...], keys [D, 2]) -> images in [-1, 1], [D, per_device, H, W, C]."""
+                     per_device: int, image_shape, devices=None) -> callable:
+  """pmap-ed (params [D, ...], keys [D, per_device, 2]) -> images in [-1, 1], [D, per_device, ...]."""
   method = sampling_config.method
   kwargs = sampler_kwargs(sampling_config, diffusion_config)
 
-  def generate_one(params, key):
-    out = samplers.sample(method, make_denoise_fn(model, params), schedule, key,
+  def generate_one(params, keys):
+    out = samplers.sample(method, make_denoise_fn(model, params), schedule, keys,
                           (per_device,) + tuple(image_shape), **kwargs)
     return out.samples
 
-  return jax.pmap(generate_one, axis_name="batch")  # Replicate params on axis "batch".
+  # Params must be replicated on mesh axis "batch" (see train.AXIS).
+  return jax.pmap(generate_one, axis_name="batch", devices=devices)
 
 
 def generate(generate_fn, replicated_params, key: jax.Array, num: int, per_device: int) -> np.ndarray:
   """Draws `num` images as uint8 [num, H, W, C] with a `make_generate_fn` function.
 
-  Call i of the per-device program uses key fold_in(key, i * D + d) on device d, so the
-  images depend only on `key` and the number of devices.
+  Image i is drawn from the key fold_in(key, i) alone, so the images depend only on `key`
+  (not on the number of devices or the batch size), up to floating-point differences.
   """
-  n_dev = jax.local_device_count()
-  rounds = -(-num // (per_device * n_dev))
+  n_dev = jax.tree_util.tree_leaves(replicated_params)[0].shape[0]
+  per_round = per_device * n_dev
+  rounds = -(-num // per_round)
   out = []
   t0 = time.time()
   for i in range(rounds):
-    keys = jnp.stack([jax.random.fold_in(key, i * n_dev + d) for d in range(n_dev)])
+    ids = jnp.arange(i * per_round, (i + 1) * per_round)
+    keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(ids).reshape((n_dev, per_device, -1))
     x = generate_fn(replicated_params, keys)
     out.append(np.asarray(jax.device_get(x)).reshape((-1,) + x.shape[2:]))
     if rounds > 1:
-      done, elapsed = (i + 1) * per_device * n_dev, time.time() - t0
+      done, elapsed = (i + 1) * per_round, time.time() - t0
       logging.info("sampled %d/%d images, %.2f images/s, ETA %.0f s", min(done, num), num,
                    done / elapsed, (rounds - i - 1) * elapsed / (i + 1))
   return image_grid.to_uint8(np.concatenate(out)[:num])

@@ -100,3 +100,16 @@ def test_bad_sampler_arguments_raise():
     samplers.ddim_sample(f, S, jax.random.PRNGKey(0), SHAPE, x_T=jnp.zeros((1, 2)))
   with pytest.raises(ValueError, match="num_steps=2000"):
     samplers.ddim_sample(f, S, jax.random.PRNGKey(0), SHAPE, num_steps=2000)
+
+
+@pytest.mark.parametrize("method", samplers.SAMPLERS)
+def test_with_a_key_per_example_samples_do_not_depend_on_the_batching(method):
+  """Example i drawn with key i is the same alone, in a batch, or in any split of it."""
+  f = lambda x, t: 0.3 * jnp.tanh(x) + 1e-4 * t[:, None, None, None]  # Acts per example.
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(7), i))(jnp.arange(3))
+  whole = samplers.sample(method, f, S, keys, SHAPE, num_steps=15, eta=1.0).samples
+  parts = [samplers.sample(method, f, S, keys[i:i + 1], (1,) + SHAPE[1:], num_steps=15,
+                           eta=1.0).samples for i in range(3)]
+  np.testing.assert_allclose(whole, jnp.concatenate(parts), rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="2 per-example keys for a batch of 3"):
+    samplers.sample(method, f, S, keys[:2], SHAPE, num_steps=15)
