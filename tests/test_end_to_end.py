@@ -96,9 +96,10 @@ def test_bad_input_stops_with_one_line_and_leaves_checkpoints_untouched(trained,
   assert snapshot(workdir) == before
 
 
-def test_unknown_config_key_is_rejected(tmp_path):
-  r = ddpm(tmp_path, "--config.model.chh=24")
-  assert r.returncode != 0 and "chh" in r.stderr
+@pytest.mark.parametrize("override", ["--config.model.chh=24", "--config.training.batch_size=abc"])
+def test_unknown_config_keys_and_wrong_types_are_rejected(tmp_path, override):
+  r = ddpm(tmp_path, override)
+  assert r.returncode != 0 and override.split("=")[0].split(".")[-1] in r.stderr
   assert not (tmp_path / "checkpoints").exists()
 
 

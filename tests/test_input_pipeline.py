@@ -92,3 +92,14 @@ def test_data_dir_falls_back_to_the_environment(monkeypatch):
   assert input_pipeline.data_dir_from_config(_config(data_dir="/mine").data) == "/mine"
   monkeypatch.delenv("TFDS_DATA_DIR")
   assert input_pipeline.data_dir_from_config(_config().data) is None
+
+
+def test_a_missing_dataset_offline_says_to_set_tfds_data_dir(tmp_path, monkeypatch):
+  def offline(self, *args, **kwargs):
+    raise ConnectionError("Failed to establish a new connection: [Errno 101] Network is unreachable")
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+  c = _config(data_dir=str(tmp_path))
+  builder = input_pipeline.get_builder(c.data)
+  with pytest.raises(RuntimeError, match="set TFDS_DATA_DIR") as e:
+    input_pipeline.ensure_prepared(builder, c.data)
+  assert "\n" not in str(e.value) and "Network is unreachable" in str(e.value)
