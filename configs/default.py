@@ -63,7 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
   training.sample_every_steps = 10_000  # 0 disables sample grids during training.
   training.num_sample_images = 64
   training.checkpoint_every_steps = 5_000
-  training.keep_checkpoints = 3
+  training.keep_checkpoints = 3  # The newest K checkpoints are kept ...
+  training.keep_every_steps = 0  # ... and, if > 0, every checkpoint at a multiple of this.
   # A step with a non-finite loss or gradient is never applied; then "stop" ends the run
   # with an error naming the step, "skip" counts it and goes on.
   training.nan_policy = "stop"

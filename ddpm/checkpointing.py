@@ -41,12 +41,15 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def create_manager(workdir: str, max_to_keep: int | None = 3,
-                   save_interval_steps: int = 1) -> ocp.CheckpointManager:
-  """A manager for `workdir/checkpoints` keeping the newest `max_to_keep` checkpoints."""
+def create_manager(workdir: str, max_to_keep: int | None = 3, save_interval_steps: int = 1,
+                   keep_period: int = 0) -> ocp.CheckpointManager:
+  """A manager for `workdir/checkpoints` keeping the newest `max_to_keep` checkpoints.
+
+  With `keep_period` > 0, checkpoints whose step is a multiple of it are kept as well.
+  """
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True,
-      enable_async_checkpointing=True)
+      keep_period=keep_period or None, enable_async_checkpointing=True)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_names=("state", "meta"))
 

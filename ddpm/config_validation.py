@@ -47,6 +47,9 @@ def validate_config(config) -> None:
       raise ValueError(f"config.{key}={value!r} must be a positive integer.")
   if not isinstance(config.data.dataset, str) or not config.data.dataset:
     raise ValueError(f"config.data.dataset={config.data.dataset!r} must name a tfds dataset.")
+  if config.training.keep_every_steps < 0:
+    raise ValueError(f"config.training.keep_every_steps={config.training.keep_every_steps} must "
+                     "be >= 0 (0: keep only the newest keep_checkpoints).")
   if config.training.sample_every_steps < 0:
     raise ValueError(
         f"config.training.sample_every_steps={config.training.sample_every_steps} must be >= 0 "

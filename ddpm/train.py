@@ -206,7 +206,8 @@ class Trainer:
     state = create_train_state(jax.random.PRNGKey(config.seed), config, model, tx)
     meta = checkpointing.make_meta(state, config.model, image_shape(config))
     manager = checkpointing.create_manager(workdir, config.training.keep_checkpoints,
-                                           config.training.checkpoint_every_steps)
+                                           config.training.checkpoint_every_steps,
+                                           config.training.keep_every_steps)
     state = checkpointing.restore(manager, state, meta)
     start_step = int(state.step)
     train_iter = input_pipeline.create_train_iterator(config, start_step)

@@ -148,3 +148,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   assert 12 <= steps[-1] < 1000, (steps, rest[-4000:])
   assert int(_flat_state(tmp_path, steps[-1])[("step",)]) == steps[-1]
+
+
+def test_retention_keeps_the_newest_k_and_every_nth(tmp_path):
+  c, state, meta = _state()
+  manager = checkpointing.create_manager(str(tmp_path), max_to_keep=2, keep_period=4)
+  for step in range(1, 11):
+    checkpointing.save(manager, step, state.replace(step=jnp.asarray(step, jnp.int32)), meta)
+  manager.wait_until_finished()
+  assert manager.all_steps() == [4, 8, 9, 10]
+  manager.close()
