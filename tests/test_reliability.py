@@ -1,6 +1,5 @@
 """Runs that survive: damaged checkpoints, non-finite steps, signals, kills at any moment."""
 
-import functools
 import os
 import pathlib
 import signal
@@ -14,20 +13,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import tiny
-from ddpm import checkpointing, train
+from ddpm import checkpointing
+from tiny_state import tiny_state
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 HAVE_MNIST = (pathlib.Path(os.environ.get("TFDS_DATA_DIR", "/nonexistent")) / "mnist").is_dir()
-
-
-@functools.lru_cache(maxsize=None)
-def _state():
-  c = tiny.get_config()
-  model = train.create_model(c)
-  tx, _ = train.create_optimizer(c)
-  state = train.create_train_state(jax.random.PRNGKey(0), c, model, tx)
-  return c, state, checkpointing.make_meta(state, c.model, train.image_shape(c))
 
 
 def _truncate_data(step_dir):
@@ -52,7 +42,7 @@ def _garbage_meta_json(step_dir):
 @pytest.mark.parametrize("damage", [_truncate_data, _garbage_metadata, _missing_manifest,
                                     _garbage_meta_json])
 def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_good_one(tmp_path, damage, caplog):
-  c, state, meta = _state()
+  *_, state, meta = tiny_state()
   manager = checkpointing.create_manager(str(tmp_path), max_to_keep=3)
   for step in (1, 2, 3):
     s = state.replace(step=jnp.asarray(step, jnp.int32),
@@ -77,7 +67,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_good_one(tmp_path,
 
 
 def test_a_checkpoint_with_nans_is_never_written(tmp_path):
-  c, state, meta = _state()
+  *_, state, meta = tiny_state()
   manager = checkpointing.create_manager(str(tmp_path), max_to_keep=3)
   bad = state.replace(params=jax.tree_util.tree_map(lambda x: x.at[(0,) * x.ndim].set(jnp.nan),
                                                     state.params))
@@ -85,6 +75,14 @@ def test_a_checkpoint_with_nans_is_never_written(tmp_path):
     checkpointing.save(manager, 5, bad, meta)
   manager.wait_until_finished()
   assert manager.all_steps() == []
+  # One written behind our back (orbax directly) is treated as damaged on restore.
+  checkpointing.save(manager, 1, state, meta)
+  manager.save(2, args=ocp.args.Composite(state=ocp.args.StandardSave(bad),
+                                          meta=ocp.args.JsonSave(meta)))
+  manager.wait_until_finished()
+  assert int(checkpointing.restore(manager, state, meta).step) == 0  # Step 1's state: step 0.
+  assert manager.all_steps() == [1]
+  assert (tmp_path / "checkpoints_corrupt" / "2").is_dir()
   manager.close()
 
 
@@ -151,7 +149,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 
 def test_retention_keeps_the_newest_k_and_every_nth(tmp_path):
-  c, state, meta = _state()
+  *_, state, meta = tiny_state()
   manager = checkpointing.create_manager(str(tmp_path), max_to_keep=2, keep_period=4)
   for step in range(1, 11):
     checkpointing.save(manager, step, state.replace(step=jnp.asarray(step, jnp.int32)), meta)

@@ -1,7 +1,5 @@
 """Training: data parallelism is exact, EMA and learning-rate math, checkpoint round trips."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,19 +9,11 @@ from hypothesis import given, strategies as st
 
 from configs import tiny
 from ddpm import checkpointing, schedules, train
-
-
-@functools.lru_cache(maxsize=None)
-def _setup():
-  c = tiny.get_config()
-  model = train.create_model(c)
-  tx, lr_fn = train.create_optimizer(c)
-  state = train.create_train_state(jax.random.PRNGKey(0), c, model, tx)
-  return c, model, tx, lr_fn, state
+from tiny_state import tiny_state
 
 
 def _run(devices, state, batches):
-  c, model, tx, lr_fn, _ = _setup()
+  c, model, tx, lr_fn, *_ = tiny_state()
   p = train.make_p_train_step(model, schedules.schedule_from_config(c.diffusion), tx, lr_fn, c,
                               devices=devices)
   rs = jax_utils.replicate(state, devices=devices, axis_name=train.AXIS)
@@ -37,7 +27,7 @@ def _run(devices, state, batches):
 
 def test_four_devices_train_exactly_like_one_with_the_same_global_batch():
   assert jax.local_device_count() == 4, "conftest forces 4 host devices"
-  c, *_, state = _setup()
+  c, *_, state, _ = tiny_state()
   rng = np.random.default_rng(0)
   batches = [{"image": rng.uniform(-1, 1, (32, 16, 16, 1)).astype(np.float32),
               "label": np.zeros((32,), np.int32)} for _ in range(3)]
@@ -79,8 +69,7 @@ def test_learning_rate_warms_up_linearly_then_stays_or_decays():
 
 
 def test_checkpoint_round_trip_retention_and_shape_mismatch(tmp_path):
-  c, model, tx, _, state = _setup()
-  meta = checkpointing.make_meta(state, c.model, train.image_shape(c))
+  c, model, tx, _, state, meta = tiny_state()
   manager = checkpointing.create_manager(str(tmp_path), max_to_keep=2)
   assert checkpointing.restore(manager, state, meta) is state  # Nothing to restore yet.
   for step in (1, 2, 3):
@@ -127,7 +116,7 @@ def test_prepare_workdir_rejects_files_and_unwritable_directories(tmp_path, monk
 
 def test_samples_are_the_same_on_one_device_and_on_four():
   from ddpm import sampling
-  c, model, *_, state = _setup()
+  c, model, *_, state, _ = tiny_state()
   params = jax.tree_util.tree_map(lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)),
                                   state.params)  # Non-zero output layer.
   sched = schedules.schedule_from_config(c.diffusion)

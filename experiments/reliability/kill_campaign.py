@@ -5,7 +5,7 @@ ends bit-identical to an uninterrupted run (step, params, EMA params, optimizer 
       --kills=12 --steps=60 --out=experiments/reliability/kill_campaign.json
 
 Uses configs/tiny.py with a checkpoint every 5 steps and a log line every step; each kill
-waits for a random step's log line, then a random 0-0.4 s, so kills land mid-step, between
+waits for the log line of a random step 1-12 steps past the restored one, then 0-0.4 s, so kills land mid-step, between
 steps and during asynchronous checkpoint writes (counted by the orbax temporary directories
 left behind).
 """
@@ -58,17 +58,19 @@ def main():
   kills, during_save, resumed_from = 0, 0, []
   while kills < a.kills:
     proc = launch(killed_dir, a.steps)
-    target = rng.randint(1, a.steps - 1)
-    finished = False
+    target, finished = None, False
     for line in proc.stderr:
       if "Restored checkpoint at step" in line:
         resumed_from.append(int(line.split("at step ")[1].split()[0]))
-      if f"step {target}/" in line or "Finished at step" in line:
+      if " from step " in line and target is None:  # "Training ... from step N: ..."
+        start = int(line.split(" from step ")[1].split(":")[0])
+        target = min(start + rng.randint(1, 12), a.steps - 1)
+      if (target is not None and f"step {target}/" in line) or "Finished at step" in line:
         finished = "Finished at step" in line
         break
-    if finished:
+    if finished:  # Reached the end before the kill: nothing left to interrupt.
       proc.wait()
-      continue
+      break
     time.sleep(rng.uniform(0.0, 0.4))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
