@@ -312,6 +312,10 @@ class Trainer:
       batch = next(train_iter)
       state, metrics = self.p_train_step(state, batch)
       pending.append((step, metrics))
+      if len(pending) > 2:
+        # Let the host run at most 2 steps ahead of the devices, so a stop signal is acted on
+        # within a step or two (not a whole logging interval) and steps/s is what ran.
+        jax.block_until_ready(pending[-3][1]["loss"])
       if step == self.start_step + 1:  # Keep compilation out of the steps/s figures.
         jax.block_until_ready(metrics)
         logging.info("First step (compilation included) took %.1f s.", time.time() - t_start)
