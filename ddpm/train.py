@@ -324,7 +324,9 @@ class Trainer:
       last = step == total or stop
       if step % c.training.log_every_steps == 0 or last:
         drain()
-        summary = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
+        applied = [m for _, m in fetched if m["nonfinite"] == 0]  # Skipped steps are NaN.
+        summary = {k: float(np.mean([m[k] for m in applied])) if applied else float("nan")
+                   for k in fetched[0][1]}
         summary["nonfinite"] = float(sum(m["nonfinite"] for _, m in fetched))
         fetched.clear()
         now = time.time()
