@@ -32,6 +32,12 @@ def _flat(tree) -> dict[str, Any]:
           for path, v in flat}
 
 
+def nonfinite_arrays(tree) -> list[str]:
+  """Paths of the floating-point leaves of `tree` that hold a NaN or an infinity."""
+  return [name for name, v in _flat(tree).items()
+          if np.issubdtype(np.asarray(v).dtype, np.floating) and not np.all(np.isfinite(v))]
+
+
 def param_shapes(params) -> dict[str, list[int]]:
   """{'/'-joined parameter path: shape} of a parameter pytree."""
   return {name: list(np.shape(v)) for name, v in _flat(params).items()}
@@ -64,8 +70,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, force: bo
 
   Raises FloatingPointError, writing nothing, if any array of the state is not finite.
   """
-  bad = [name for name, v in _flat(state).items()
-         if np.issubdtype(np.asarray(v).dtype, np.floating) and not np.all(np.isfinite(v))]
+  bad = nonfinite_arrays(state)
   if bad:
     raise FloatingPointError(
         f"refusing to write checkpoint step {step}: {len(bad)} array(s) hold NaN/Inf, e.g. {bad[0]}.")
@@ -117,8 +122,7 @@ def _restore_step(manager: ocp.CheckpointManager, state, meta: dict, step: int):
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   restored = restored["state"]
-  bad = [n for n, v in _flat(restored).items()
-         if np.issubdtype(np.asarray(v).dtype, np.floating) and not np.all(np.isfinite(v))]
+  bad = nonfinite_arrays(restored)
   if bad:
     raise FloatingPointError(f"{bad[0]} holds NaN/Inf")
   return restored

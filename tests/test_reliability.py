@@ -156,3 +156,15 @@ def test_retention_keeps_the_newest_k_and_every_nth(tmp_path):
   manager.wait_until_finished()
   assert manager.all_steps() == [4, 8, 9, 10]
   manager.close()
+
+
+def test_nonfinite_arrays_names_exactly_the_bad_leaves():
+  from hypothesis import given, strategies as st
+
+  @given(st.lists(st.sampled_from([0.0, 1.5, np.nan, np.inf, -np.inf]), min_size=1, max_size=6))
+  def check(values):
+    tree = {f"w{i}": np.full((2,), v, np.float32) for i, v in enumerate(values)}
+    tree["count"] = np.int32(3)  # Integers are never "non-finite".
+    expected = sorted(f"w{i}" for i, v in enumerate(values) if not np.isfinite(v))
+    assert sorted(checkpointing.nonfinite_arrays(tree)) == expected
+  check()
