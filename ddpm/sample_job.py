@@ -30,10 +30,7 @@ class SampleJob:
     if not os.path.isdir(ckpt_dir):
       raise ValueError(f"--workdir={workdir} has no checkpoints/ directory; train first "
                        f"(--mode=train) or point --workdir at a trained run.")
-    model = train.create_model(config)
-    tx, _ = train.create_optimizer(config)
-    state = train.create_train_state(jax.random.PRNGKey(config.seed), config, model, tx)
-    meta = checkpointing.make_meta(state, config.model, train.image_shape(config))
+    _, _, _, state, meta = train.initial_state(config)
     manager = checkpointing.create_manager(workdir, max_to_keep=None)
     if manager.latest_step() is None:
       raise ValueError(f"--workdir={workdir} holds no checkpoint; train first (--mode=train).")

@@ -104,6 +104,14 @@ def create_train_state(rng: jax.Array, config, model: UNet, tx) -> TrainState:
                     opt_state=tx.init(params), rng=state_rng)
 
 
+def initial_state(config):
+  """(model, tx, lr_fn, fresh TrainState from config.seed, checkpoint meta) for `config`."""
+  model = create_model(config)
+  tx, lr_fn = create_optimizer(config)
+  state = create_train_state(jax.random.PRNGKey(config.seed), config, model, tx)
+  return model, tx, lr_fn, state, checkpointing.make_meta(state, config.model, image_shape(config))
+
+
 def train_step(state: TrainState, batch: dict, *, model: UNet, schedule: schedules.Schedule,
                tx: optax.GradientTransformation, lr_fn: optax.Schedule, config,
                axis_name: str = "batch"):
@@ -200,11 +208,8 @@ class Trainer:
     workdir = prepare_workdir(workdir)
     builder = input_pipeline.get_builder(config.data)  # Unknown dataset -> error.
     input_pipeline.ensure_prepared(builder, config.data)
-    model = create_model(config)
+    model, tx, lr_fn, state, meta = initial_state(config)
     schedule = schedules.schedule_from_config(config.diffusion)
-    tx, lr_fn = create_optimizer(config)
-    state = create_train_state(jax.random.PRNGKey(config.seed), config, model, tx)
-    meta = checkpointing.make_meta(state, config.model, image_shape(config))
     manager = checkpointing.create_manager(workdir, config.training.keep_checkpoints,
                                            config.training.checkpoint_every_steps,
                                            config.training.keep_every_steps)
