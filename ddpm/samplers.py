@@ -131,11 +131,16 @@ def ddpm_sample(denoise_fn: DenoiseFn, schedule: Schedule, key: jax.Array, shape
                 num_steps: int | None = None, spacing: str = "uniform",
                 variance: str = "beta_tilde", prediction_type: str = "eps",
                 clip_x0: bool = True, x_T: jnp.ndarray | None = None,
-                return_trajectory: bool = False) -> SampleOutput:
-  """Ancestral sampling (Ho et al. 2020, Alg. 2); `num_steps` < T samples a respaced chain."""
+                return_trajectory: bool = False, timesteps=None) -> SampleOutput:
+  """Ancestral sampling (Ho et al. 2020, Alg. 2); `num_steps` < T samples a respaced chain.
+
+  `timesteps` (increasing, overrides num_steps/spacing) with `x_T` = x at timesteps[-1] runs
+  the reverse process from an intermediate step, e.g. to denoise (see `ddpm.denoising`).
+  """
   if variance not in VARIANCES:
     raise ValueError(f"DDPM variance {variance!r} is unknown; allowed: {', '.join(VARIANCES)}.")
-  ts = sampling_timesteps(schedule.num_timesteps, num_steps or schedule.num_timesteps, spacing)
+  ts = (sampling_timesteps(schedule.num_timesteps, num_steps or schedule.num_timesteps, spacing)
+        if timesteps is None else timesteps)
   step = lambda x, x0, eps, t, tp, k: ddpm_step(schedule, x0, x, t, tp, k, variance)
   return _sample_loop(step, denoise_fn, schedule, key, shape, ts, prediction_type, clip_x0,
                       x_T, return_trajectory)
@@ -144,11 +149,15 @@ def ddpm_sample(denoise_fn: DenoiseFn, schedule: Schedule, key: jax.Array, shape
 def ddim_sample(denoise_fn: DenoiseFn, schedule: Schedule, key: jax.Array, shape, *,
                 num_steps: int = 50, eta: float = 0.0, spacing: str = "uniform",
                 prediction_type: str = "eps", clip_x0: bool = True,
-                x_T: jnp.ndarray | None = None, return_trajectory: bool = False) -> SampleOutput:
-  """DDIM sampling (Song et al. 2021, eq. 12) over `num_steps` respaced time steps."""
+                x_T: jnp.ndarray | None = None, return_trajectory: bool = False,
+                timesteps=None) -> SampleOutput:
+  """DDIM sampling (Song et al. 2021, eq. 12) over `num_steps` respaced time steps.
+
+  `timesteps` (increasing) overrides num_steps/spacing, as in `ddpm_sample`.
+  """
   if isinstance(eta, (int, float)) and not eta >= 0.0:  # eta may also be a traced array.
     raise ValueError(f"DDIM eta={eta} must be >= 0.")
-  ts = sampling_timesteps(schedule.num_timesteps, num_steps, spacing)
+  ts = sampling_timesteps(schedule.num_timesteps, num_steps, spacing) if timesteps is None else timesteps
   step = lambda x, x0, eps, t, tp, k: ddim_step(schedule, x0, eps, t, tp, k, eta)
   return _sample_loop(step, denoise_fn, schedule, key, shape, ts, prediction_type, clip_x0,
                       x_T, return_trajectory)

@@ -1,0 +1,72 @@
+r"""Denoising images with a trained diffusion model (pure functions).
+
+An image y = x_0 + sigma n with n ~ N(0, I) (in the model's [-1, 1] range) is, after scaling,
+a draw from the forward process: sqrt(alpha_bar_t) y = sqrt(alpha_bar_t) x_0 +
+sqrt(alpha_bar_t) sigma n, which is q(x_t | x_0) (Ho et al. 2020, eq. 4) exactly when
+sqrt(alpha_bar_t) sigma = sqrt(1 - alpha_bar_t), i.e. at the step whose noise-to-signal ratio
+
+  sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)
+
+equals sigma. `timestep_for_sigma` picks the step with the nearest sigma_t. From x_t the model
+either predicts x_0 in one step (the posterior-mean estimate E[x_0 | x_t], eq. 15 of Ho et
+al. 2020 rearranged), or the reverse process runs from t down to 0 (DDPM ancestral or DDIM),
+as SDEdit does (Meng et al. 2022, Sec. 3) with a chosen strength t.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from ddpm import diffusion, samplers
+from ddpm.schedules import Schedule, sampling_timesteps
+
+
+def noise_to_signal(schedule: Schedule) -> np.ndarray:
+  """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) for every step, float64 [T]."""
+  ab = np.asarray(schedule.alpha_bars, np.float64)
+  return np.sqrt((1.0 - ab) / ab)
+
+
+def timestep_for_sigma(schedule: Schedule, sigma: float) -> int:
+  """The 0-based step whose sigma_t is nearest to `sigma` (noise std in the [-1, 1] range)."""
+  if not np.isfinite(sigma) or sigma <= 0:
+    raise ValueError(f"noise level sigma={sigma} must be a positive number.")
+  s = noise_to_signal(schedule)
+  if sigma > s[-1]:
+    raise ValueError(f"noise level sigma={sigma:g} exceeds the schedule's largest "
+                     f"sqrt((1 - alpha_bar) / alpha_bar) = {s[-1]:.4g}.")
+  return int(np.argmin(np.abs(np.log(s) - np.log(sigma))))
+
+
+def noisy_to_xt(schedule: Schedule, y, t: int):
+  """x_t = sqrt(alpha_bar_t) y: a noisy image as a forward-process state at step t."""
+  return schedule.sqrt_alpha_bars[t] * y
+
+
+def denoise_one_step(denoise_fn, schedule: Schedule, y, t: int, *, prediction_type: str = "eps",
+                     clip_x0: bool = True):
+  """x0_hat(x_t, t) for x_t = sqrt(alpha_bar_t) y: one network evaluation."""
+  xt = noisy_to_xt(schedule, y, t)
+  tb = jnp.full((y.shape[0],), t, jnp.int32)
+  out = denoise_fn(xt, tb).astype(jnp.float32)
+  x0, _ = diffusion.model_output_to_x0_eps(schedule, prediction_type, out, xt, tb, clip_x0=clip_x0)
+  return x0
+
+
+def denoise_reverse(denoise_fn, schedule: Schedule, y, t: int, key, *, method: str = "ddpm",
+                    num_steps: int | None = None, eta: float = 0.0, variance: str = "beta_tilde",
+                    prediction_type: str = "eps", clip_x0: bool = True):
+  """Runs the reverse process from x_t = sqrt(alpha_bar_t) y at step t down to x_0.
+
+  `num_steps` (default and at most t + 1: every step) steps end exactly at t ("trailing"
+  spacing over {0..t}); `method` is "ddpm" (ancestral) or "ddim" (with `eta`).
+  """
+  ts = sampling_timesteps(t + 1, min(num_steps or t + 1, t + 1), "trailing")
+  kwargs = dict(prediction_type=prediction_type, clip_x0=clip_x0, x_T=noisy_to_xt(schedule, y, t),
+                timesteps=ts)
+  if method == "ddpm":
+    return samplers.ddpm_sample(denoise_fn, schedule, key, y.shape, variance=variance, **kwargs).samples
+  if method == "ddim":
+    return samplers.ddim_sample(denoise_fn, schedule, key, y.shape, eta=eta, **kwargs).samples
+  raise ValueError(f"sampler {method!r} is unknown; allowed: {', '.join(samplers.SAMPLERS)}.")
