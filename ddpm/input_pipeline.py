@@ -180,3 +180,22 @@ def load_examples(config, split: str, num: int) -> dict:
   ensure_prepared(builder, dc)
   ds = _base_dataset(builder, split, dc).take(num).batch(num)
   return next(iter(tfds.as_numpy(ds)))
+
+
+def load_split_uint8(config, split: str, num: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(images uint8 [N, H, W, C], labels int32 [N]): the first `num` (None: all) examples of
+  `split`, preprocessed as for training (size, padding) and mapped back to [0, 255]."""
+  _hide_gpus_from_tf()
+  dc = config.data
+  builder = get_builder(dc)
+  ensure_prepared(builder, dc)
+  ds = _base_dataset(builder, split, dc)
+  if num is not None:
+    ds = ds.take(num)
+  images, labels = [], []
+  for b in tfds.as_numpy(ds.batch(2048)):
+    images.append(np.round((b["image"] + 1.0) * 127.5).astype(np.uint8))
+    labels.append(b["label"])
+  if not images:
+    raise ValueError(f"split {split!r} of {dc.dataset!r} is empty.")
+  return np.concatenate(images), np.concatenate(labels)
