@@ -82,4 +82,25 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.seed = 0
   sampling.use_ema = True
   sampling.checkpoint_step = -1  # -1: the latest checkpoint.
+
+  # --mode=eval: sample quality, likelihood and denoising of a checkpoint (ddpm/evaluate.py).
+  # Samples come from config.sampling (method, steps, seed, checkpoint_step, use_ema).
+  config.eval = ev = ml_collections.ConfigDict()
+  ev.metrics = "samples,bpd,denoise"  # Any of: samples (FID/IS/precision/recall), bpd, denoise.
+  ev.num_samples = 1000  # Generated images for FID, IS and precision/recall.
+  ev.samples_npz = ""  # Score these images (an .npz with `images`) instead of drawing new ones.
+  ev.reference_split = "train"  # Real images FID and precision/recall compare against.
+  ev.num_reference = 0  # Reference images for the FID statistics; 0: the whole split.
+  ev.real_split = "test"  # Real images scored like samples: the floor any model is measured by.
+  ev.pr_k = 3  # k of the k-NN precision/recall (Kynkaanniemi et al. 2019).
+  ev.is_splits = 10
+  ev.inception_weights = ""  # FID Inception .npz for natural images (ddpm/inception.py).
+  ev.bpd_num_images = 1000  # Test images for the variational bound (bits/dim).
+  ev.bpd_num_strata = 50  # Time steps per image (stratified, unbiased); num_timesteps: exact.
+  ev.bpd_variance = "beta_tilde"  # Reverse-process variance in the bound: beta_tilde or beta.
+  ev.denoise_sigmas = (0.05, 0.1, 0.2, 0.4)  # Noise std on the [0, 1] pixel scale.
+  ev.denoise_num_images = 200
+  ev.denoise_ddim_steps = 20  # DDIM steps from t down to 0 (besides one-step and full DDPM).
+  ev.batch_size = 250  # Images per jit call for the bound and denoising.
+  ev.seed = 0
   return config

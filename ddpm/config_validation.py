@@ -17,6 +17,7 @@ _CHOICES = {
     "sampling.method": samplers.SAMPLERS,
     "sampling.variance": samplers.VARIANCES,
     "sampling.spacing": ("uniform", "trailing", "quadratic"),
+    "eval.bpd_variance": samplers.VARIANCES,
 }
 
 _POSITIVE_INTS = (
@@ -25,7 +26,10 @@ _POSITIVE_INTS = (
     "training.batch_size", "training.num_train_steps", "training.log_every_steps",
     "training.num_sample_images", "training.checkpoint_every_steps", "training.keep_checkpoints",
     "sampling.num_steps", "sampling.num_samples", "sampling.batch_size",
+    "eval.num_samples", "eval.pr_k", "eval.is_splits", "eval.bpd_num_images",
+    "eval.bpd_num_strata", "eval.denoise_num_images", "eval.denoise_ddim_steps", "eval.batch_size",
 )
+EVAL_METRICS = ("samples", "bpd", "denoise")
 
 
 def _get(config, dotted: str):
@@ -68,6 +72,18 @@ def validate_config(config) -> None:
         f"config.diffusion.num_timesteps={config.diffusion.num_timesteps}.")
   if config.sampling.eta < 0:
     raise ValueError(f"config.sampling.eta={config.sampling.eta} must be >= 0.")
+  ev = config.eval
+  for name in [m.strip() for m in ev.metrics.split(",") if m.strip()]:
+    if name not in EVAL_METRICS:
+      raise ValueError(f"config.eval.metrics has {name!r}; allowed: a comma-separated list of "
+                       f"{', '.join(EVAL_METRICS)}.")
+  if ev.bpd_num_strata > config.diffusion.num_timesteps:
+    raise ValueError(f"config.eval.bpd_num_strata={ev.bpd_num_strata} must be <= "
+                     f"config.diffusion.num_timesteps={config.diffusion.num_timesteps}.")
+  for sigma in ev.denoise_sigmas:
+    if not 0.0 < sigma <= 10.0:
+      raise ValueError(f"config.eval.denoise_sigmas has {sigma}; allowed: noise std in (0, 10] "
+                       "on the [0, 1] pixel scale.")
   m = config.model
   check_unet_config(config.data.image_size, m.ch, tuple(m.ch_mult), m.num_res_blocks,
                     tuple(m.attn_resolutions), m.num_groups)

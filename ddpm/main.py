@@ -1,8 +1,9 @@
-r"""Command line entry point: train a DDPM or sample from one.
+r"""Command line entry point: train a DDPM, sample from one, or evaluate it.
 
   python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist
   python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist --mode=sample \
       --config.sampling.method=ddim --config.sampling.num_steps=50 --config.sampling.seed=1
+  python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist --mode=eval
 
 Any config value can be overridden with --config.<group>.<key>=<value>.
 """
@@ -16,7 +17,8 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-flags.DEFINE_enum("mode", "train", ["train", "sample"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"],
+                  "train; sample: draw images; eval: FID/IS/precision/recall, bits/dim, denoising.")
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
@@ -36,7 +38,7 @@ def main(argv):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.get_absl_logger().addFilter(_QuietOrbax())
   import jax  # pylint: disable=g-import-not-at-top
-  from ddpm import sample_job, train  # pylint: disable=g-import-not-at-top
+  from ddpm import evaluate, sample_job, train  # pylint: disable=g-import-not-at-top
 
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
@@ -44,8 +46,10 @@ def main(argv):
   try:
     if FLAGS.mode == "train":
       job = train.Trainer.setup(config, FLAGS.workdir)
-    else:
+    elif FLAGS.mode == "sample":
       job = sample_job.SampleJob.setup(config, FLAGS.workdir)
+    else:
+      job = evaluate.EvalJob.setup(config, FLAGS.workdir)
   except (ValueError, RuntimeError) as e:
     # Bad user input: one line, non-zero exit, nothing written to checkpoints/.
     logging.error("%s", e)

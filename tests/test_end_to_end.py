@@ -1,5 +1,6 @@
 """The command line on the real MNIST in TFDS_DATA_DIR: train, resume, sample, bad input."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -78,6 +79,38 @@ def test_sample_mode_writes_a_grid_and_uint8_npz(trained):
   assert (workdir / "samples" / "ddpm20_seed3_step30.png").exists()
 
 
+def test_eval_mode_writes_metrics_and_figures(trained):
+  """--mode=eval on the tiny run: FID/IS/precision/recall against the real floor, the bound in
+  bits/dim and denoising, merged into eval/<step>.json; a second sampler adds its entry."""
+  workdir, _, _ = trained
+  small = ["--mode=eval", "--config.eval.num_samples=200", "--config.eval.num_reference=1000",
+           "--config.eval.bpd_num_images=16", "--config.eval.bpd_num_strata=5",
+           "--config.eval.denoise_num_images=8", "--config.eval.denoise_sigmas=(0.1,0.4)",
+           "--config.eval.denoise_ddim_steps=4", "--config.sampling.batch_size=200"]
+  r = ddpm(workdir, *small)
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = json.loads((workdir / "eval" / "30.json").read_text())
+  floor, samples = out["real_floor"], out["samples"]["ddim10_eta0_seed0"]
+  assert floor["num_images"] == samples["num_images"] == 200
+  # 30 steps of a tiny model draw blobs, not digits: far from the real test images.
+  assert samples["fid"] > 5 * floor["fid"] > 0 and floor["precision"] > samples["precision"]
+  assert 1 <= samples["inception_score"] <= 10 and 1 <= floor["inception_score"] <= 10
+  assert out["bpd"]["bits_per_dim"] > 0 and out["bpd"]["standard_error"] > 0
+  for sigma in ("0.1", "0.4"):
+    d = out["denoise"][sigma]
+    assert d["psnr_noisy"] < d["psnr_one_step"], d  # Even a tiny model removes noise.
+  assert (workdir / "eval" / "30_denoise.png").exists()
+  assert (workdir / "eval" / "30_ddim10_eta0_seed0.png").exists()
+  assert list((workdir / "eval" / "reference").glob("mnist_train_16resize_classifier_mnist_1000.npz"))
+  npz = workdir / "samples" / "ddpm20_seed3_step30.npz"
+  if not npz.exists():  # Written by test_sample_mode_writes_a_grid_and_uint8_npz.
+    pytest.skip("needs the sample test's npz")
+  r = ddpm(workdir, "--mode=eval", "--config.eval.metrics=samples", f"--config.eval.samples_npz={npz}",
+           "--config.eval.num_reference=1000", "--config.eval.num_samples=200",
+           "--config.eval.is_splits=2")
+  assert r.returncode != 0 and "needs at least 129 samples" in r.stderr  # Only 8 images.
+
+
 @pytest.mark.parametrize("args,message", [
     (["--config.model.ch=24"], "written by a model of another shape"),
     (["--config.data.image_size=15"], "image_size=15"),
@@ -85,6 +118,7 @@ def test_sample_mode_writes_a_grid_and_uint8_npz(trained):
     (["--config.data.dataset=no_such_dataset"], "no_such_dataset"),
     (["--config.sampling.method=euler"], "sampling.method='euler'"),
     (["--mode=sample", "--config.model.num_res_blocks=2"], "another shape"),
+    (["--mode=eval", "--config.eval.samples_npz=/no/such.npz"], "does not exist"),
 ])
 def test_bad_input_stops_with_one_line_and_leaves_checkpoints_untouched(trained, args, message):
   workdir, _, _ = trained
