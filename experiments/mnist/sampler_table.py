@@ -1,0 +1,121 @@
+r"""Sampler quality vs. cost on the trained MNIST model: a markdown table and a plot.
+
+Quality comes from the eval results that experiments/mnist/evaluate_run.sh collects in
+WORKDIR/eval/<step>.json (FID/IS/precision/recall of 1000 images per sampler). Cost is measured
+here, on an otherwise idle machine: each sampler drawing 200 images (one batch) from the
+same checkpoint, timed after compilation, and the compile time itself. A sampler is one
+`lax.scan`, so its cost is (steps x network evaluation) and the compile time does not grow
+with the number of steps.
+
+  TFDS_DATA_DIR=../shared/data/tensorflow_datasets \
+    python experiments/mnist/sampler_table.py --workdir=/path/to/mnist_run --out=experiments/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import jax_utils  # noqa: E402
+
+from configs import mnist  # noqa: E402
+from ddpm import sampling, schedules, train  # noqa: E402
+from ddpm.sample_job import SampleJob  # noqa: E402
+
+SAMPLERS = [("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("ddpm", 1000)]
+
+
+def time_sampler(job, method, steps, batch, repeats=1):
+  c = mnist.get_config()
+  c.sampling.method, c.sampling.num_steps = method, steps
+  per_device = -(-batch // jax.local_device_count())
+  fn = sampling.make_generate_fn(train.create_model(c), schedules.schedule_from_config(c.diffusion),
+                                 c.sampling, c.diffusion, per_device, train.image_shape(c))
+  params = jax_utils.replicate(job.params, axis_name=train.AXIS)
+  keys = jax.random.split(jax.random.PRNGKey(0), jax.local_device_count() * per_device)
+  keys = keys.reshape((jax.local_device_count(), per_device, -1))
+  t0 = time.perf_counter()
+  compiled = fn.lower(params, keys).compile()
+  compile_s = time.perf_counter() - t0
+  runs = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(params, keys))
+    runs.append(time.perf_counter() - t0)
+  return compile_s, float(np.median(runs))
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+  p.add_argument("--batch", type=int, default=200)
+  p.add_argument("--num_images", type=int, default=1000)
+  args = p.parse_args()
+  c = mnist.get_config()
+  job = SampleJob.setup(c, args.workdir)
+  with open(os.path.join(args.workdir, "eval", f"{job.step}.json")) as f:
+    ev = json.load(f)
+  rows = []
+  for method, steps in SAMPLERS:
+    name = f"{method}{steps}" + ("_eta0" if method == "ddim" else "") + f"_seed0_step{job.step}"
+    q = ev["samples"].get(name)
+    if q is None:
+      print(f"no eval entry {name}; run experiments/mnist/evaluate_run.sh first", file=sys.stderr)
+      continue
+    compile_s, batch_s = time_sampler(job, method, steps, args.batch)
+    per_image_s = batch_s / args.batch
+    rows.append(dict(sampler=f"{method.upper()} {steps}", steps=steps, fid=q["fid"],
+                     inception_score=q["inception_score"], precision=q["precision"],
+                     recall=q["recall"], compile_s=compile_s, batch_s=batch_s,
+                     seconds_per_1000_images=1000 * per_image_s,
+                     ms_per_image_step=1000 * per_image_s / steps))
+    print(json.dumps(rows[-1]), flush=True)
+  floor = ev["real_floor"]
+  with open(os.path.join(args.out, "sampler_table.json"), "w") as f:
+    json.dump(dict(rows=rows, real_floor=floor, batch=args.batch, step=job.step,
+                   device=str(jax.devices()[0]), jax=jax.__version__), f, indent=1)
+  lines = ["| sampler | FID | IS | precision | recall | s / 1000 images | compile s |",
+           "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['sampler']} | {r['fid']:.1f} | {r['inception_score']:.2f} | "
+                 f"{r['precision']:.3f} | {r['recall']:.3f} | {r['seconds_per_1000_images']:.0f} | "
+                 f"{r['compile_s']:.1f} |")
+  lines.append(f"| real test images (floor) | {floor['fid']:.1f} | {floor['inception_score']:.2f} | "
+               f"{floor['precision']:.3f} | {floor['recall']:.3f} | - | - |")
+  table = "\n".join(lines)
+  with open(os.path.join(args.out, "sampler_table.md"), "w") as f:
+    f.write(table + "\n")
+  print(table)
+
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  for method, marker in (("DDIM", "o-"), ("DDPM", "s")):
+    rs = [r for r in rows if r["sampler"].startswith(method)]
+    ax.plot([r["seconds_per_1000_images"] for r in rs], [r["fid"] for r in rs], marker,
+            label=f"{method} (eta 0)" if method == "DDIM" else method)
+    for r in rs:
+      ax.annotate(str(r["steps"]), (r["seconds_per_1000_images"], r["fid"]),
+                  textcoords="offset points", xytext=(4, 4), fontsize=8)
+  ax.axhline(floor["fid"], color="gray", ls="--", label="real test images")
+  ax.set_xscale("log")
+  ax.set_xlabel("seconds per 1000 images (2-core CPU, batch 200)")
+  ax.set_ylabel("FID (MNIST classifier features)")
+  ax.set_title(f"MNIST, step {job.step}: sampler quality vs. cost (1000 images)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(args.out, "sampler_fid.png"), dpi=120)
+  print("wrote", os.path.join(args.out, "sampler_fid.png"))
+
+
+if __name__ == "__main__":
+  main()
