@@ -71,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Sampling for the grids written during training and for --mode=sample.
   config.sampling = sampling = ml_collections.ConfigDict()
-  sampling.method = "ddpm"  # "ddpm" (ancestral) or "ddim".
+  sampling.method = "ddpm"  # "ddpm" (ancestral), "ddim", "dpm_solver_pp_2m" or "heun" (ODE).
   sampling.num_steps = 1000  # Respaced steps; <= diffusion.num_timesteps.
   sampling.spacing = "uniform"  # "uniform", "trailing" or "quadratic".
   sampling.eta = 0.0  # DDIM only: 0 deterministic, 1 = DDPM with beta_tilde variance.
