@@ -188,9 +188,8 @@ def save_denoising_figure(path: str, clean_uint8, pictures: dict, results: dict,
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-  fig.tight_layout(pad=0.3)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.05)  # Keeps the row labels.
   plt.close(fig)
   return path
 
@@ -316,7 +315,11 @@ class EvalJob:
       result["denoise"] = res
       if is_main:
         fig = save_denoising_figure(os.path.join(out_dir, f"{self.step}_denoise.png"), test, pics, res)
-        logging.info("Wrote %s", fig)
+        npz = os.path.join(out_dir, f"{self.step}_denoise.npz")
+        np.savez_compressed(npz, clean=test, sigmas=np.asarray(ev.denoise_sigmas), **{
+            f"{name}_sigma{key}": image_grid.to_uint8(np.clip(img, -1, 1))
+            for key, outs in pics.items() for name, img in outs.items()})
+        logging.info("Wrote %s and %s", fig, npz)
 
     if is_main:
       result = _merge_json(json_path, result)

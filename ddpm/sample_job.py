@@ -61,7 +61,8 @@ class SampleJob:
     png = image_grid.save_grid(os.path.join(out_dir, name + ".png"), images)
     npz = os.path.join(out_dir, name + ".npz")
     np.savez_compressed(npz, images=images, method=s.method, num_steps=s.num_steps, eta=s.eta,
-                        seed=s.seed, checkpoint_step=self.step)
+                        seed=s.seed, checkpoint_step=self.step, seconds=seconds,
+                        num_devices=jax.local_device_count())
     logging.info("Wrote %s and %s: %d images in %.1f s (%.2f images/s, including compilation).",
                  png, npz, len(images), seconds, len(images) / seconds)
     return {"png": png, "npz": npz, "images": images, "seconds": seconds}
