@@ -196,12 +196,6 @@ def save_denoising_figure(path: str, clean_uint8, pictures: dict, results: dict,
 
 # ---------------------------------------------------------------- the job
 
-def sampler_name(sampling_config) -> str:
-  s = sampling_config
-  eta = f"_eta{s.eta:g}" if s.method == "ddim" else ""
-  return f"{s.method}{s.num_steps}{eta}_seed{s.seed}"
-
-
 def load_samples_npz(path: str, image_shape) -> np.ndarray:
   if not os.path.isfile(path):
     raise ValueError(f"config.eval.samples_npz={path} does not exist.")
@@ -287,7 +281,7 @@ class EvalJob:
         name, info = os.path.splitext(os.path.basename(ev.samples_npz))[0], {"npz": ev.samples_npz}
       else:
         images, info = self._draw(ev.num_samples)
-        name = sampler_name(c.sampling)
+        name = f"{sampling.sampler_name(c.sampling)}_seed{c.sampling.seed}"
         image_grid.save_grid(os.path.join(out_dir, f"{self.step}_{name}.png"), images[:64])
       q = sample_quality(self.extractor, images, ref, k=ev.pr_k, is_splits=ev.is_splits) | info
       logging.info("Samples %s: FID %.3f, IS %.3f, precision %.3f, recall %.3f", name, q["fid"],

@@ -56,8 +56,7 @@ class SampleJob:
     images = sampling.generate(fn, jax_utils.replicate(self.params, axis_name=train.AXIS), jax.random.PRNGKey(s.seed),
                                s.num_samples, per_device)
     seconds = time.time() - t0
-    eta = f"_eta{s.eta:g}" if s.method == "ddim" else ""
-    name = f"{s.method}{s.num_steps}{eta}_seed{s.seed}_step{self.step}"
+    name = f"{sampling.sampler_name(s)}_seed{s.seed}_step{self.step}"
     png = image_grid.save_grid(os.path.join(out_dir, name + ".png"), images)
     npz = os.path.join(out_dir, name + ".npz")
     np.savez_compressed(npz, images=images, method=s.method, num_steps=s.num_steps, eta=s.eta,

@@ -24,6 +24,20 @@ def make_denoise_fn(model: nn.Module, params):
   return lambda x, t: model.apply({"params": params}, x, t, train=False)
 
 
+def sampler_name(sampling_config) -> str:
+  """E.g. "ddim50_eta0", "ddpm1000", "dpm_solver_pp_2m20_quadratic": method, steps, eta (DDIM),
+  variance (DDPM, when not beta_tilde) and spacing (when not uniform)."""
+  s = sampling_config
+  name = f"{s.method}{s.num_steps}"
+  if s.method == "ddim":
+    name += f"_eta{s.eta:g}"
+  if s.method == "ddpm" and s.variance != "beta_tilde":
+    name += f"_{s.variance}"
+  if s.spacing != "uniform":
+    name += f"_{s.spacing}"
+  return name
+
+
 def sampler_kwargs(sampling_config, diffusion_config) -> dict:
   s = sampling_config
   return dict(num_steps=s.num_steps, eta=s.eta, variance=s.variance, spacing=s.spacing,

@@ -6,11 +6,14 @@ set -euo pipefail
 WORKDIR=${1:?usage: $0 WORKDIR}
 N=${N:-1000}
 run() { python3 -m ddpm.main --config=configs/mnist.py --workdir="$WORKDIR" "$@"; }
-for spec in "ddim 10" "ddim 20" "ddim 50" "ddim 100" "ddpm 1000"; do
+for spec in "ddim 10 uniform" "ddim 20 uniform" "ddim 50 uniform" "ddim 100 uniform" \
+            "ddpm 1000 uniform" "ddim 10 quadratic" "ddim 20 quadratic" \
+            "dpm_solver_pp_2m 10 quadratic" "dpm_solver_pp_2m 20 quadratic" \
+            "heun 10 quadratic" "heun 20 quadratic"; do
   set -- $spec
-  npz="$WORKDIR/samples/${1}${2}$([ "$1" = ddim ] && echo _eta0)_seed0_step3500.npz"
+  npz="$WORKDIR/samples/${1}${2}$([ "$1" = ddim ] && echo _eta0)$([ "$3" = uniform ] || echo _$3)_seed0_step3500.npz"
   [ -f "$npz" ] || run --mode=sample --config.sampling.method=$1 --config.sampling.num_steps=$2 \
-      --config.sampling.num_samples=$N --config.sampling.batch_size=200
+      --config.sampling.spacing=$3 --config.sampling.num_samples=$N --config.sampling.batch_size=200
   run --mode=eval --config.eval.metrics=samples --config.eval.samples_npz="$npz" \
       --config.eval.num_samples=$N
 done

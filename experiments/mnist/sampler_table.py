@@ -29,12 +29,22 @@ from configs import mnist  # noqa: E402
 from ddpm import sampling, schedules, train  # noqa: E402
 from ddpm.sample_job import SampleJob  # noqa: E402
 
-SAMPLERS = [("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("ddpm", 1000)]
+# (method, steps, spacing); NFE = steps, except Heun: 2 steps - 1.
+SAMPLERS = [("ddim", 10, "uniform"), ("ddim", 20, "uniform"), ("ddim", 50, "uniform"),
+            ("ddim", 100, "uniform"), ("ddpm", 1000, "uniform"),
+            ("ddim", 10, "quadratic"), ("ddim", 20, "quadratic"),
+            ("dpm_solver_pp_2m", 10, "quadratic"), ("dpm_solver_pp_2m", 20, "quadratic"),
+            ("heun", 10, "quadratic"), ("heun", 20, "quadratic")]
+LABELS = {"ddim": "DDIM", "ddpm": "DDPM", "dpm_solver_pp_2m": "DPM-Solver++(2M)", "heun": "Heun"}
 
 
-def time_sampler(job, method, steps, batch, repeats=1):
+def nfe(method, steps):
+  return 2 * steps - 1 if method == "heun" else steps
+
+
+def time_sampler(job, method, steps, spacing, batch, repeats=1):
   c = mnist.get_config()
-  c.sampling.method, c.sampling.num_steps = method, steps
+  c.sampling.method, c.sampling.num_steps, c.sampling.spacing = method, steps, spacing
   per_device = -(-batch // jax.local_device_count())
   fn = sampling.make_generate_fn(train.create_model(c), schedules.schedule_from_config(c.diffusion),
                                  c.sampling, c.diffusion, per_device, train.image_shape(c))
@@ -64,15 +74,18 @@ def main():
   with open(os.path.join(args.workdir, "eval", f"{job.step}.json")) as f:
     ev = json.load(f)
   rows = []
-  for method, steps in SAMPLERS:
-    name = f"{method}{steps}" + ("_eta0" if method == "ddim" else "") + f"_seed0_step{job.step}"
+  for method, steps, spacing in SAMPLERS:
+    sc = mnist.get_config().sampling
+    sc.method, sc.num_steps, sc.spacing = method, steps, spacing
+    name = f"{sampling.sampler_name(sc)}_seed0_step{job.step}"
     q = ev["samples"].get(name)
     if q is None:
       print(f"no eval entry {name}; run experiments/mnist/evaluate_run.sh first", file=sys.stderr)
       continue
-    compile_s, batch_s = time_sampler(job, method, steps, args.batch)
+    compile_s, batch_s = time_sampler(job, method, steps, spacing, args.batch)
     per_image_s = batch_s / args.batch
-    rows.append(dict(sampler=f"{method.upper()} {steps}", steps=steps, fid=q["fid"],
+    rows.append(dict(sampler=f"{LABELS[method]} {steps}", method=method, spacing=spacing,
+                     steps=steps, nfe=nfe(method, steps), fid=q["fid"],
                      inception_score=q["inception_score"], precision=q["precision"],
                      recall=q["recall"], compile_s=compile_s, batch_s=batch_s,
                      seconds_per_1000_images=1000 * per_image_s,
@@ -82,13 +95,13 @@ def main():
   with open(os.path.join(args.out, "sampler_table.json"), "w") as f:
     json.dump(dict(rows=rows, real_floor=floor, batch=args.batch, step=job.step,
                    device=str(jax.devices()[0]), jax=jax.__version__), f, indent=1)
-  lines = ["| sampler | FID | IS | precision | recall | s / 1000 images | compile s |",
-           "|---|---|---|---|---|---|---|"]
+  lines = ["| sampler | spacing | NFE | FID | IS | precision | recall | s / 1000 images | compile s |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    lines.append(f"| {r['sampler']} | {r['fid']:.1f} | {r['inception_score']:.2f} | "
+    lines.append(f"| {r['sampler']} | {r['spacing']} | {r['nfe']} | {r['fid']:.1f} | {r['inception_score']:.2f} | "
                  f"{r['precision']:.3f} | {r['recall']:.3f} | {r['seconds_per_1000_images']:.0f} | "
                  f"{r['compile_s']:.1f} |")
-  lines.append(f"| real test images (floor) | {floor['fid']:.1f} | {floor['inception_score']:.2f} | "
+  lines.append(f"| real test images (floor) | | | {floor['fid']:.1f} | {floor['inception_score']:.2f} | "
                f"{floor['precision']:.3f} | {floor['recall']:.3f} | - | - |")
   table = "\n".join(lines)
   with open(os.path.join(args.out, "sampler_table.md"), "w") as f:
@@ -98,20 +111,26 @@ def main():
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(5.5, 3.6))
-  for method, marker in (("DDIM", "o-"), ("DDPM", "s")):
-    rs = [r for r in rows if r["sampler"].startswith(method)]
-    ax.plot([r["seconds_per_1000_images"] for r in rs], [r["fid"] for r in rs], marker,
-            label=f"{method} (eta 0)" if method == "DDIM" else method)
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  groups = [("ddim", "uniform", "o-", "DDIM eta 0, uniform"),
+            ("ddim", "quadratic", "o--", "DDIM eta 0, quadratic"),
+            ("dpm_solver_pp_2m", "quadratic", "^-", "DPM-Solver++(2M), quadratic"),
+            ("heun", "quadratic", "v-", "Heun (EDM), quadratic"),
+            ("ddpm", "uniform", "s", "DDPM ancestral")]
+  for method, spacing, marker, label in groups:
+    rs = [r for r in rows if r["method"] == method and r["spacing"] == spacing]
+    if not rs:
+      continue
+    ax.plot([r["seconds_per_1000_images"] for r in rs], [r["fid"] for r in rs], marker, label=label)
     for r in rs:
-      ax.annotate(str(r["steps"]), (r["seconds_per_1000_images"], r["fid"]),
-                  textcoords="offset points", xytext=(4, 4), fontsize=8)
+      ax.annotate(str(r["nfe"]), (r["seconds_per_1000_images"], r["fid"]),
+                  textcoords="offset points", xytext=(4, 4), fontsize=7)
   ax.axhline(floor["fid"], color="gray", ls="--", label="real test images")
   ax.set_xscale("log")
   ax.set_xlabel("seconds per 1000 images (2-core CPU, batch 200)")
   ax.set_ylabel("FID (MNIST classifier features)")
-  ax.set_title(f"MNIST, step {job.step}: sampler quality vs. cost (1000 images)")
-  ax.legend()
+  ax.set_title(f"MNIST step {job.step}: FID vs. cost (1000 images; labels: NFE)", fontsize=9)
+  ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(os.path.join(args.out, "sampler_fid.png"), dpi=120)
   print("wrote", os.path.join(args.out, "sampler_fid.png"))
