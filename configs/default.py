@@ -103,4 +103,17 @@ def get_config() -> ml_collections.ConfigDict:
   ev.denoise_ddim_steps = 20  # DDIM steps from t down to 0 (besides one-step and full DDPM).
   ev.batch_size = 250  # Images per jit call for the bound and denoising.
   ev.seed = 0
+
+  # --mode=inpaint (RePaint) and --mode=process (pictures of the process), ddpm/edit_jobs.py.
+  # The checkpoint is chosen by config.sampling (checkpoint_step, use_ema); the process
+  # figures' reverse trajectory uses config.sampling's sampler.
+  config.edit = edit = ml_collections.ConfigDict()
+  edit.input = ""  # An .npz with `images` or a folder of PNGs; empty: data.eval_split images.
+  edit.num_images = 8
+  edit.mask = "center_box"  # A built-in (ddpm.inpainting.MASKS) or a PNG (nonzero = known).
+  edit.jump_length = 10  # RePaint's j (Lugmayr et al. 2022, Sec. 4.2).
+  edit.jump_n_sample = 10  # RePaint's r; 1: no resampling.
+  edit.num_steps = 250  # Respaced RePaint steps; <= diffusion.num_timesteps.
+  edit.num_frames = 10  # Columns of the process strips and frames of the GIFs.
+  edit.seed = 0
   return config

@@ -1,9 +1,12 @@
-r"""Command line entry point: train a DDPM, sample from one, or evaluate it.
+r"""Command line entry point: train, sample, evaluate, inpaint (RePaint), or draw the process.
 
   python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist
   python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist --mode=sample \
       --config.sampling.method=ddim --config.sampling.num_steps=50 --config.sampling.seed=1
   python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist --mode=eval
+  python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist --mode=inpaint \
+      --config.edit.mask=bottom_half
+  python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist --mode=process
 
 Any config value can be overridden with --config.<group>.<key>=<value>.
 """
@@ -17,8 +20,10 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"],
-                  "train; sample: draw images; eval: FID/IS/precision/recall, bits/dim, denoising.")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "inpaint", "process"],
+                  "train; sample: draw images; eval: FID/IS/precision/recall, bits/dim, "
+                  "denoising; inpaint: RePaint with config.edit.mask; process: forward and "
+                  "reverse strips and GIFs.")
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
@@ -38,7 +43,7 @@ def main(argv):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.get_absl_logger().addFilter(_QuietOrbax())
   import jax  # pylint: disable=g-import-not-at-top
-  from ddpm import evaluate, sample_job, train  # pylint: disable=g-import-not-at-top
+  from ddpm import edit_jobs, evaluate, sample_job, train  # pylint: disable=g-import-not-at-top
 
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
@@ -48,6 +53,10 @@ def main(argv):
       job = train.Trainer.setup(config, FLAGS.workdir)
     elif FLAGS.mode == "sample":
       job = sample_job.SampleJob.setup(config, FLAGS.workdir)
+    elif FLAGS.mode == "inpaint":
+      job = edit_jobs.InpaintJob.setup(config, FLAGS.workdir)
+    elif FLAGS.mode == "process":
+      job = edit_jobs.ProcessJob.setup(config, FLAGS.workdir)
     else:
       job = evaluate.EvalJob.setup(config, FLAGS.workdir)
   except (ValueError, RuntimeError) as e:

@@ -1,0 +1,244 @@
+r"""`--mode=inpaint` and `--mode=process`: jobs that use a checkpoint on given images.
+
+Both restore the checkpoint as `--mode=sample` does (config.sampling.checkpoint_step and
+use_ema, see `ddpm.sample_job.SampleJob.setup`) and write into workdir/edit/:
+
+  * `InpaintJob` fills the hole of a mask with RePaint (`ddpm.inpainting.repaint`, Lugmayr et
+    al. 2022) and writes inpaint_<mask>_step<step>.png (rows: original, masked input with the
+    hole grey, inpainted) and .npz, logging the MSE against the original on the known region
+    (0: it is pasted back exactly) and on the hole;
+  * `ProcessJob` draws the forward process of the images and a reverse trajectory of the
+    configured sampler (`ddpm.process_figures`): forward_step<step>.png/.gif and
+    reverse_<sampler>_step<step>.png/.gif.
+
+config.edit: input ("" = the first num_images images of config.data.eval_split, or an .npz
+with `images` uint8 [N, H, W, C], or a folder of PNGs, read in name order), num_images, mask
+(a name of `ddpm.inpainting.MASKS`, or a PNG: nonzero = known), jump_length and jump_n_sample
+(RePaint's j and r), num_steps (respaced RePaint steps, spacing config.sampling.spacing),
+num_frames (strip columns and GIF frames), seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from ddpm import (features as features_lib, image_grid, inpainting, input_pipeline, likelihood,
+                  process_figures, samplers, sample_job, sampling, schedules, train)
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"config.edit.{name}={value!r} must be an integer >= {minimum}.")
+  return int(value)
+
+
+def validate_edit_config(config) -> None:
+  """One-line ValueError for the first bad value of config.edit."""
+  e = config.edit
+  for name in ("num_images", "jump_length", "jump_n_sample", "num_steps"):
+    _positive_int(name, e[name])
+  _positive_int("num_frames", e.num_frames, 2)
+  _positive_int("seed", e.seed, 0)
+  if e.num_steps > config.diffusion.num_timesteps:
+    raise ValueError(f"config.edit.num_steps={e.num_steps} must be <= "
+                     f"config.diffusion.num_timesteps={config.diffusion.num_timesteps}.")
+  if not isinstance(e.input, str):
+    raise ValueError(f"config.edit.input={e.input!r} must be a path (an .npz or a folder of PNGs) "
+                     "or empty (test images).")
+  if e.input and not os.path.exists(e.input):
+    raise ValueError(f"config.edit.input={e.input} does not exist.")
+
+
+def load_images(config) -> np.ndarray:
+  """The first config.edit.num_images images, uint8 [N, H, W, C] of the model's shape."""
+  e, shape = config.edit, train.image_shape(config)
+  if not e.input:
+    images, _ = input_pipeline.load_split_uint8(config, config.data.eval_split, e.num_images)
+    return images
+  if os.path.isdir(e.input):
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    names = sorted(n for n in os.listdir(e.input) if n.lower().endswith(".png"))[:e.num_images]
+    if not names:
+      raise ValueError(f"config.edit.input={e.input} holds no .png files.")
+    images = []
+    for n in names:
+      with Image.open(os.path.join(e.input, n)) as im:
+        a = np.asarray(im.convert("L" if shape[2] == 1 else "RGB"))
+      if a.shape[:2] != shape[:2]:
+        raise ValueError(f"config.edit.input: {n} is {a.shape[0]}x{a.shape[1]}, the model's "
+                         f"images are {shape[0]}x{shape[1]}.")
+      images.append(a.reshape(shape))
+    return np.stack(images)
+  if not e.input.endswith(".npz"):
+    raise ValueError(f"config.edit.input={e.input} is neither an .npz file nor a folder of PNGs.")
+  with np.load(e.input) as f:
+    if "images" not in f.files:
+      raise ValueError(f"config.edit.input={e.input} has no 'images' array (has: "
+                       f"{', '.join(f.files)}).")
+    images = f["images"][:e.num_images]
+  return features_lib.check_images(images, shape, name=f"images in {e.input}")
+
+
+def load_mask(config) -> tuple[np.ndarray, str]:
+  """(mask float32 [H, W, 1], 1 = known; a file-name-safe name) from config.edit.mask."""
+  spec, hw = config.edit.mask, train.image_shape(config)[:2]
+  if isinstance(spec, str) and spec.lower().endswith(".png"):
+    mask = inpainting.mask_from_image(spec, hw)
+    name = os.path.splitext(os.path.basename(spec))[0]
+  else:
+    try:
+      mask = inpainting.make_mask(spec, hw)
+    except ValueError as err:
+      raise ValueError(f"config.edit.mask: {err} Or a .png path (nonzero = known).") from None
+    name = spec
+  return mask, re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+@dataclasses.dataclass
+class _EditJob:
+  config: object
+  workdir: str
+  params: object
+  step: int
+  images: np.ndarray  # uint8 [N, H, W, C]
+
+  @classmethod
+  def _restore(cls, config, workdir: str):
+    validate_edit_config(config)
+    images = load_images(config)
+    restored = sample_job.SampleJob.setup(config, workdir)
+    return restored, images
+
+  def _out_dir(self) -> str:
+    out = os.path.join(self.workdir, "edit")
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+@dataclasses.dataclass
+class InpaintJob(_EditJob):
+  mask: np.ndarray = None  # float32 [H, W, 1], 1 = known.
+  mask_name: str = ""
+
+  @classmethod
+  def setup(cls, config, workdir: str) -> "InpaintJob":
+    """Checks config.edit, reads the images and the mask, restores the checkpoint."""
+    validate_edit_config(config)
+    mask, name = load_mask(config)
+    job, images = cls._restore(config, workdir)
+    return cls(config, job.workdir, job.params, job.step, images, mask, name)
+
+  def run(self) -> dict:
+    c, e = self.config, self.config.edit
+    schedule = schedules.schedule_from_config(c.diffusion)
+    model = train.create_model(c)
+    kwargs = dict(num_steps=e.num_steps, jump_length=e.jump_length, jump_n_sample=e.jump_n_sample,
+                  spacing=c.sampling.spacing, variance=c.sampling.variance,
+                  prediction_type=c.diffusion.prediction_type, clip_x0=c.sampling.clip_x0)
+    mask = jnp.asarray(self.mask)
+    fn = jax.jit(lambda p, x, k: inpainting.repaint(
+        sampling.make_denoise_fn(model, p), schedule, x, mask, k, **kwargs).samples)
+    calls = inpainting.num_network_calls(e.num_steps, e.jump_length, e.jump_n_sample)
+    n, batch = len(self.images), min(c.sampling.batch_size, len(self.images))
+    logging.info("Inpainting %d images (mask %s, %.1f%% known) with RePaint: %d steps, j=%d, "
+                 "r=%d, %d network calls per image, checkpoint step %d.", n, self.mask_name,
+                 100 * self.mask.mean(), e.num_steps, e.jump_length, e.jump_n_sample, calls,
+                 self.step)
+    x = np.asarray(likelihood.uint8_to_model_range(self.images))
+    key = jax.random.PRNGKey(e.seed)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))  # Image i: key i alone.
+    t0, outs = time.time(), []
+    for i in range(0, n, batch):
+      xb, kb = x[i:i + batch], keys[i:i + batch]
+      m = len(xb)
+      if m < batch:  # Pad to the compiled batch size.
+        xb = np.concatenate([xb, np.repeat(xb[-1:], batch - m, 0)])
+        kb = jnp.concatenate([kb, jnp.repeat(kb[-1:], batch - m, 0)])
+      outs.append(np.asarray(fn(self.params, xb, kb))[:m])
+    seconds = time.time() - t0
+    inpainted = image_grid.to_uint8(np.concatenate(outs))
+    known = np.broadcast_to(self.mask > 0.5, self.images.shape)
+    err = (inpainted.astype(np.float64) - self.images) / 255.0
+    mse_known = float(np.mean(err[known] ** 2)) if known.any() else float("nan")
+    mse_hole = float(np.mean(err[~known] ** 2)) if (~known).any() else float("nan")
+    masked = np.where(known, self.images, np.uint8(128))
+    name = f"inpaint_{self.mask_name}_step{self.step}"
+    out_dir = self._out_dir()
+    png = image_grid.save_grid(os.path.join(out_dir, name + ".png"),
+                               np.concatenate([self.images, masked, inpainted]), ncols=n,
+                               scale=max(1, 64 // self.images.shape[1]))
+    npz = os.path.join(out_dir, name + ".npz")
+    np.savez_compressed(npz, original=self.images, mask=self.mask, masked=masked,
+                        inpainted=inpainted, mse_known=mse_known, mse_hole=mse_hole,
+                        num_steps=e.num_steps, jump_length=e.jump_length,
+                        jump_n_sample=e.jump_n_sample, network_calls=calls, seed=e.seed,
+                        checkpoint_step=self.step, seconds=seconds)
+    logging.info("Inpainted %d images in %.1f s (including compilation): MSE vs the original "
+                 "([0, 1] scale) %.3g on the known region, %.4f on the hole. Wrote %s and %s.",
+                 n, seconds, mse_known, mse_hole, png, npz)
+    return {"png": png, "npz": npz, "inpainted": inpainted, "mse_known": mse_known,
+            "mse_hole": mse_hole, "network_calls": calls, "seconds": seconds}
+
+
+@dataclasses.dataclass
+class ProcessJob(_EditJob):
+
+  @classmethod
+  def setup(cls, config, workdir: str) -> "ProcessJob":
+    """Checks config.edit, reads the images, restores the checkpoint."""
+    job, images = cls._restore(config, workdir)
+    return cls(config, job.workdir, job.params, job.step, images)
+
+  def run(self) -> dict:
+    c, e = self.config, self.config.edit
+    schedule = schedules.schedule_from_config(c.diffusion)
+    model = train.create_model(c)
+    out_dir, key = self._out_dir(), jax.random.PRNGKey(e.seed)
+    n = len(self.images)
+    x0 = likelihood.uint8_to_model_range(self.images)
+    fwd = process_figures.forward_strip(schedule, x0, jax.random.fold_in(key, 0), e.num_frames)
+
+    s, kwargs = c.sampling, sampling.sampler_kwargs(c.sampling, c.diffusion)
+    traj_fn = jax.jit(lambda p, k: samplers.sample(
+        s.method, sampling.make_denoise_fn(model, p), schedule, k, x0.shape,
+        return_trajectory=True, **kwargs).trajectory)
+    t0 = time.time()
+    traj = np.asarray(traj_fn(self.params, jax.random.fold_in(key, 1)))
+    seconds = time.time() - t0
+    steps = process_figures.trajectory_steps(schedule.num_timesteps, len(traj), s.spacing)
+    idx = process_figures.frame_indices(len(traj), e.num_frames)
+    rev = process_figures.Frames(traj[idx], steps[idx])
+
+    ncols = int(np.ceil(np.sqrt(n)))
+    fwd_name = f"forward_step{self.step}"
+    rev_name = f"reverse_{sampling.sampler_name(s)}_step{self.step}"
+    out = {
+        "forward_png": process_figures.save_strip(
+            os.path.join(out_dir, fwd_name + ".png"), fwd.frames, fwd.steps,
+            title=f"forward process q(x_t | x_0), T={schedule.num_timesteps}"),
+        "forward_gif": process_figures.save_gif(
+            os.path.join(out_dir, fwd_name + ".gif"), fwd.frames, _durations(e.num_frames),
+            ncols=ncols),
+        "reverse_png": process_figures.save_strip(
+            os.path.join(out_dir, rev_name + ".png"), rev.frames, rev.steps,
+            title=f"reverse process, {sampling.sampler_name(s)}, checkpoint step {self.step}"),
+        "reverse_gif": process_figures.save_gif(
+            os.path.join(out_dir, rev_name + ".gif"), rev.frames, _durations(e.num_frames),
+            ncols=ncols),
+    }
+    logging.info("Process figures of %d images (%d frames; sampling took %.1f s including "
+                 "compilation): %s", n, e.num_frames, seconds, ", ".join(out.values()))
+    return out | {"forward": fwd, "reverse": rev}
+
+
+def _durations(num_frames: int) -> list[int]:
+  """200 ms a frame, the last one held for 1.5 s."""
+  return [200] * (num_frames - 1) + [1500]
