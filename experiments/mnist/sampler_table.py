@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from flax import jax_utils  # noqa: E402
 
 from configs import mnist  # noqa: E402
-from ddpm import sampling, schedules, train  # noqa: E402
+from ddpm import classifier, evaluate, metrics, sampling, schedules, train  # noqa: E402
 from ddpm.sample_job import SampleJob  # noqa: E402
 
 # (method, steps, spacing); NFE = steps, except Heun: 2 steps - 1.
@@ -62,6 +62,17 @@ def time_sampler(job, method, steps, spacing, batch, repeats=1):
   return compile_s, float(np.median(runs))
 
 
+def bootstrap_fid_std(npz, ref, num=50, seed=0):
+  """Std of FID over `num` resamples (with replacement) of the samples: its sampling noise."""
+  with np.load(npz) as f:
+    feats = classifier.classifier_extractor("mnist")(f["images"]).features
+  rs = metrics.GaussianStats(ref["mu"], ref["sigma"], int(ref["num"]))
+  rng = np.random.default_rng(seed)
+  fids = [metrics.frechet_distance(metrics.gaussian_stats(feats[rng.integers(0, len(feats), len(feats))]), rs)
+          for _ in range(num)]
+  return float(np.std(fids, ddof=1))
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--workdir", required=True)
@@ -73,6 +84,8 @@ def main():
   job = SampleJob.setup(c, args.workdir)
   with open(os.path.join(args.workdir, "eval", f"{job.step}.json")) as f:
     ev = json.load(f)
+  ev_ref = evaluate.reference_statistics(c, classifier.classifier_extractor("mnist"), "train",
+                                        os.path.join(args.workdir, "eval", "reference"))
   rows = []
   for method, steps, spacing in SAMPLERS:
     sc = mnist.get_config().sampling
@@ -82,10 +95,11 @@ def main():
     if q is None:
       print(f"no eval entry {name}; run experiments/mnist/evaluate_run.sh first", file=sys.stderr)
       continue
+    fid_std = bootstrap_fid_std(q["npz"], ev_ref)
     compile_s, batch_s = time_sampler(job, method, steps, spacing, args.batch)
     per_image_s = batch_s / args.batch
     rows.append(dict(sampler=f"{LABELS[method]} {steps}", method=method, spacing=spacing,
-                     steps=steps, nfe=nfe(method, steps), fid=q["fid"],
+                     steps=steps, nfe=nfe(method, steps), fid=q["fid"], fid_bootstrap_std=fid_std,
                      inception_score=q["inception_score"], precision=q["precision"],
                      recall=q["recall"], compile_s=compile_s, batch_s=batch_s,
                      seconds_per_1000_images=1000 * per_image_s,
@@ -98,7 +112,7 @@ def main():
   lines = ["| sampler | spacing | NFE | FID | IS | precision | recall | s / 1000 images | compile s |",
            "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    lines.append(f"| {r['sampler']} | {r['spacing']} | {r['nfe']} | {r['fid']:.1f} | {r['inception_score']:.2f} | "
+    lines.append(f"| {r['sampler']} | {r['spacing']} | {r['nfe']} | {r['fid']:.1f} ± {r['fid_bootstrap_std']:.1f} | {r['inception_score']:.2f} | "
                  f"{r['precision']:.3f} | {r['recall']:.3f} | {r['seconds_per_1000_images']:.0f} | "
                  f"{r['compile_s']:.1f} |")
   lines.append(f"| real test images (floor) | | | {floor['fid']:.1f} | {floor['inception_score']:.2f} | "
