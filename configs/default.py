@@ -31,6 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
   model.dropout = 0.1
   model.num_groups = 32
   model.num_heads = 1
+  # 0: unconditional. K > 0: class-conditional on the dataset's `label` (0..K-1), with a null
+  # label K for classifier-free guidance (Ho & Salimans 2022); see training.label_dropout.
+  model.num_classes = 0
   model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (parameters stay float32).
 
   config.diffusion = diffusion = ml_collections.ConfigDict()
@@ -68,6 +71,16 @@ def get_config() -> ml_collections.ConfigDict:
   # A step with a non-finite loss or gradient is never applied; then "stop" ends the run
   # with an error naming the step, "skip" counts it and goes on.
   training.nan_policy = "stop"
+  # Fine-tuning (ddpm/finetune.py): start from the checkpoint of another run (its workdir, its
+  # checkpoints/ directory or a step directory), taking its EMA ("ema") or raw ("params")
+  # parameters, and train only the parameters whose path matches one of the comma-separated
+  # regular expressions in `trainable` (empty: all), e.g. "^up_,^out_norm,^conv_out".
+  training.init_from = ""
+  training.init_params = "ema"
+  training.trainable = ""
+  # Class-conditional models: probability that a training label is replaced by the null
+  # label, which trains the unconditional model that guidance needs (Ho & Salimans: 0.1-0.2).
+  training.label_dropout = 0.1
 
   # Sampling for the grids written during training and for --mode=sample.
   config.sampling = sampling = ml_collections.ConfigDict()
@@ -82,6 +95,11 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.seed = 0
   sampling.use_ema = True
   sampling.checkpoint_step = -1  # -1: the latest checkpoint.
+  # Class-conditional models only: the class to draw (-1: balanced blocks, one row per class)
+  # and the classifier-free guidance weight w of eps = (1 + w) eps(x, c) - w eps(x)
+  # (Ho & Salimans 2022, eq. 6): 0 conditional, -1 unconditional, > 0 stronger guidance.
+  sampling.class_label = -1
+  sampling.guidance_weight = 0.0
 
   # --mode=eval: sample quality, likelihood and denoising of a checkpoint (ddpm/evaluate.py).
   # Samples come from config.sampling (method, steps, seed, checkpoint_step, use_ema).
@@ -115,5 +133,36 @@ def get_config() -> ml_collections.ConfigDict:
   edit.jump_n_sample = 10  # RePaint's r; 1: no resampling.
   edit.num_steps = 250  # Respaced RePaint steps; <= diffusion.num_timesteps.
   edit.num_frames = 10  # Columns of the process strips and frames of the GIFs.
+  # --mode=denoise: images that carry Gaussian noise of std noise_sigma ([0, 1] pixel scale),
+  # added here first if add_noise (clean inputs; the figure then shows the originals), are
+  # denoised by config.sampling's sampler from t0 with min(num_steps, t0 + 1) steps. strength
+  # 0: t0 is the step whose noise level matches noise_sigma; > 0: SDEdit (Meng et al. 2022)
+  # from t0 = strength * T, adding the missing noise.
+  edit.noise_sigma = 0.2
+  edit.add_noise = True
+  edit.strength = 0.0
   edit.seed = 0
+
+  # --mode=synthesize (class-conditional models, ddpm/synthesize.py): num_per_class images of
+  # every class drawn with config.sampling, written as <name>.npz and a TFDS dataset that
+  # --config.data.dataset=<name> --config.data.data_dir=<out_dir>/tfds trains on.
+  config.synthesize = synthesize = ml_collections.ConfigDict()
+  synthesize.num_per_class = 100
+  synthesize.name = ""  # Empty: <data.dataset>_synthetic.
+  synthesize.out_dir = ""  # Empty: <workdir>/synthetic.
+
+  # --mode=anomaly (ddpm/anomaly.py): scores data.dataset's normal_split (normal) and
+  # `anomalous` (a TFDS name or an .npz with `images`) by the model's denoising error at
+  # `timesteps` (num_draws noise draws each) and/or the bound in bits/dim; AUROC.
+  config.anomaly = anomaly = ml_collections.ConfigDict()
+  anomaly.anomalous = "fashion_mnist"
+  anomaly.anomalous_split = "test"
+  anomaly.normal_split = "test"
+  anomaly.num_images = 1000  # Of each kind.
+  anomaly.scores = "denoise,bpd"
+  anomaly.timesteps = (10, 50, 100, 200, 300, 500, 700)
+  anomaly.num_draws = 2
+  anomaly.bpd_num_strata = 50
+  anomaly.batch_size = 250
+  anomaly.seed = 0
   return config

@@ -60,9 +60,10 @@ def create_manager(workdir: str, max_to_keep: int | None = 3, save_interval_step
                                item_names=("state", "meta"))
 
 
-def make_meta(state, model_config, image_shape) -> dict[str, Any]:
+def make_meta(params, model_config, image_shape) -> dict[str, Any]:
+  """The `meta` item of a checkpoint: model config, image shape, every parameter's shape."""
   return {"model": dict(model_config), "image_shape": list(image_shape),
-          "param_shapes": param_shapes(state.params)}
+          "param_shapes": param_shapes(params)}
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, force: bool = False) -> bool:
@@ -98,6 +99,32 @@ def check_compatible(stored_meta: dict, meta: dict, step: int, directory) -> Non
         f"({len(diffs)} parameter(s) differ, e.g. {detail}"
         + (f"; model config differs: {', '.join(cfg)}" if cfg else "")
         + "); use the config it was trained with or another --workdir.")
+
+
+def restore_params(manager: ocp.CheckpointManager, step: int, template, meta: dict,
+                   which: str = "ema_params"):
+  """The `which` ("ema_params" or "params") parameters of checkpoint `step`, in the structure
+  and dtypes of `template`, after checking the stored shapes against `meta`.
+
+  Only the parameters are taken, so the optimizer of the run that wrote the checkpoint (e.g.
+  a fine-tuning run that froze some parameters) does not matter. Raises ValueError for a
+  missing step or non-finite parameters, CheckpointMismatchError for other shapes.
+  """
+  if step not in manager.all_steps():
+    raise ValueError(f"checkpoint step {step} is not in {manager.directory}; "
+                     f"available: {sorted(manager.all_steps())}.")
+  stored_meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  check_compatible(stored_meta, meta, step, manager.directory)
+  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  stored = _flat(state[which])
+  leaves = jax.tree_util.tree_leaves(template)
+  params = jax.tree_util.tree_unflatten(
+      jax.tree_util.tree_structure(template),
+      [np.asarray(stored[name], leaf.dtype) for name, leaf in zip(_flat(template), leaves)])
+  bad = nonfinite_arrays(params)
+  if bad:
+    raise ValueError(f"checkpoint step {step} in {manager.directory} holds NaN/Inf in {bad[0]}.")
+  return params
 
 
 def _quarantine(manager: ocp.CheckpointManager, step: int, reason: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ddpm import diffusion, input_pipeline, losses, samplers, schedules
+from ddpm import diffusion, guidance, input_pipeline, losses, samplers, schedules
 from ddpm.unet import check_unet_config
 
 _CHOICES = {
@@ -14,6 +14,7 @@ _CHOICES = {
     "optim.optimizer": ("adam", "adamw"),
     "optim.lr_schedule": ("constant", "cosine"),
     "training.nan_policy": ("stop", "skip"),
+    "training.init_params": ("ema", "params"),
     "sampling.method": samplers.SAMPLERS,
     "sampling.variance": samplers.VARIANCES,
     "sampling.spacing": ("uniform", "trailing", "quadratic"),
@@ -60,6 +61,23 @@ def validate_config(config) -> None:
         "(0 disables sample grids).")
   if not 0.0 <= config.model.dropout < 1.0:
     raise ValueError(f"config.model.dropout={config.model.dropout} must be in [0, 1).")
+  m = config.model
+  if isinstance(m.num_classes, bool) or not isinstance(m.num_classes, int) or m.num_classes < 0:
+    raise ValueError(f"config.model.num_classes={m.num_classes!r} must be an integer >= 0 "
+                     "(0: unconditional).")
+  if not 0.0 <= config.training.label_dropout < 1.0:
+    raise ValueError(f"config.training.label_dropout={config.training.label_dropout} must be in "
+                     "[0, 1).")
+  for key in ("init_from", "trainable"):
+    if not isinstance(config.training[key], str):
+      raise ValueError(f"config.training.{key}={config.training[key]!r} must be a string.")
+  guidance.check_class_label(config.sampling.class_label, m.num_classes)
+  if m.num_classes == 0 and config.sampling.guidance_weight != 0:
+    raise ValueError(f"config.sampling.guidance_weight={config.sampling.guidance_weight} needs a "
+                     "class-conditional model (config.model.num_classes > 0); allowed: 0.")
+  if not config.sampling.guidance_weight >= -1.0:
+    raise ValueError(f"config.sampling.guidance_weight={config.sampling.guidance_weight} must be "
+                     ">= -1 (-1: unconditional, 0: conditional, > 0: guided).")
   if not 0.0 <= config.optim.ema_decay < 1.0:
     raise ValueError(f"config.optim.ema_decay={config.optim.ema_decay} must be in [0, 1).")
   if not config.optim.learning_rate > 0:
@@ -84,7 +102,6 @@ def validate_config(config) -> None:
     if not 0.0 < sigma <= 10.0:
       raise ValueError(f"config.eval.denoise_sigmas has {sigma}; allowed: noise std in (0, 10] "
                        "on the [0, 1] pixel scale.")
-  m = config.model
   check_unet_config(config.data.image_size, m.ch, tuple(m.ch_mult), m.num_res_blocks,
                     tuple(m.attn_resolutions), m.num_groups)
   schedules.schedule_from_config(config.diffusion)  # Invalid betas raise here.

@@ -15,6 +15,7 @@ as SDEdit does (Meng et al. 2022, Sec. 3) with a chosen strength t.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -44,6 +45,29 @@ def noisy_to_xt(schedule: Schedule, y, t: int):
   return schedule.sqrt_alpha_bars[t] * y
 
 
+def perturb_to_xt(schedule: Schedule, y, t: int, noise_sigma: float, key):
+  """x_t ~ q(x_t | x_0) from an image y = x_0 + noise_sigma n that already carries Gaussian noise
+  of std `noise_sigma` (model range; 0 for a clean image): SDEdit's start (Meng et al. 2022,
+  Sec. 3) at strength t.
+
+      x_t = sqrt(alpha_bar_t) y + sqrt(1 - alpha_bar_t (1 + noise_sigma^2)) z,  z ~ N(0, I),
+
+  so x_t has mean sqrt(alpha_bar_t) x_0 and variance alpha_bar_t noise_sigma^2 plus the added
+  1 - alpha_bar_t (1 + noise_sigma^2), i.e. 1 - alpha_bar_t: eq. 4 of Ho et al. (2020). Needs
+  t at or above the step `timestep_for_sigma(noise_sigma)` of the input's own noise level; at
+  that step nothing is added (the negative remainder of the nearest step is taken as 0) and
+  x_t = sqrt(alpha_bar_t) y (`noisy_to_xt`).
+  """
+  ab = float(np.asarray(schedule.alpha_bars, np.float64)[t])
+  extra = 1.0 - ab * (1.0 + float(noise_sigma) ** 2)
+  if noise_sigma > 0 and t < timestep_for_sigma(schedule, noise_sigma):
+    raise ValueError(f"step t={t} (sigma_t={np.sqrt((1 - ab) / ab):.4g}) is below the input's "
+                     f"noise level {noise_sigma:g}; allowed: t >= "
+                     f"{timestep_for_sigma(schedule, noise_sigma)}.")
+  z = jax.random.normal(key, y.shape, jnp.float32)
+  return np.sqrt(ab) * y + np.sqrt(max(extra, 0.0)) * z
+
+
 def denoise_one_step(denoise_fn, schedule: Schedule, y, t: int, *, prediction_type: str = "eps",
                      clip_x0: bool = True):
   """x0_hat(x_t, t) for x_t = sqrt(alpha_bar_t) y: one network evaluation."""
@@ -56,17 +80,16 @@ def denoise_one_step(denoise_fn, schedule: Schedule, y, t: int, *, prediction_ty
 
 def denoise_reverse(denoise_fn, schedule: Schedule, y, t: int, key, *, method: str = "ddpm",
                     num_steps: int | None = None, eta: float = 0.0, variance: str = "beta_tilde",
-                    prediction_type: str = "eps", clip_x0: bool = True):
-  """Runs the reverse process from x_t = sqrt(alpha_bar_t) y at step t down to x_0.
+                    prediction_type: str = "eps", clip_x0: bool = True, x_t=None):
+  """Runs the reverse process from x_t = sqrt(alpha_bar_t) y (or the given `x_t`, e.g. from
+  `perturb_to_xt`) at step t down to x_0.
 
   `num_steps` (default and at most t + 1: every step) steps end exactly at t ("trailing"
-  spacing over {0..t}); `method` is "ddpm" (ancestral) or "ddim" (with `eta`).
+  spacing over {0..t}); `method` is any of `samplers.SAMPLERS` ("ddpm" ancestral with
+  `variance`, "ddim" with `eta`, or an ODE solver).
   """
   ts = sampling_timesteps(t + 1, min(num_steps or t + 1, t + 1), "trailing")
-  kwargs = dict(prediction_type=prediction_type, clip_x0=clip_x0, x_T=noisy_to_xt(schedule, y, t),
-                timesteps=ts)
-  if method == "ddpm":
-    return samplers.ddpm_sample(denoise_fn, schedule, key, y.shape, variance=variance, **kwargs).samples
-  if method == "ddim":
-    return samplers.ddim_sample(denoise_fn, schedule, key, y.shape, eta=eta, **kwargs).samples
-  raise ValueError(f"sampler {method!r} is unknown; allowed: {', '.join(samplers.SAMPLERS)}.")
+  return samplers.sample(method, denoise_fn, schedule, key, y.shape, eta=eta, variance=variance,
+                         prediction_type=prediction_type, clip_x0=clip_x0,
+                         x_T=noisy_to_xt(schedule, y, t) if x_t is None else x_t,
+                         timesteps=ts).samples

@@ -26,10 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from flax import jax_utils
 
-from ddpm import (checkpointing, config_validation, denoising, features as features_lib,
-                  image_grid, input_pipeline, likelihood, metrics, sampling, schedules, train)
+from ddpm import (config_validation, denoising, features as features_lib, image_grid,
+                  input_pipeline, likelihood, metrics, sample_job, sampling, schedules, train)
 
 
 # ---------------------------------------------------------------- sample quality
@@ -93,11 +92,7 @@ def bits_per_dim(model, params, schedule, images_uint8, key, *, num_strata: int,
       prediction_type=prediction_type, variance=variance))
   x_all = features_lib.check_images(images_uint8)
   totals, priors, t0 = [], [], time.time()
-  for i in range(0, len(x_all), batch_size):
-    chunk = x_all[i:i + batch_size]
-    n = len(chunk)
-    if n < batch_size and len(x_all) > batch_size:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, 0)])
+  for i, chunk, n in features_lib.padded_batches(x_all, batch_size):
     est = fn(params, likelihood.uint8_to_model_range(chunk), jax.random.fold_in(key, i))
     totals.append(np.asarray(est.total, np.float64)[:n])
     priors.append(np.asarray(est.prior, np.float64)[:n])
@@ -165,33 +160,16 @@ def denoising_eval(model, params, schedule, images_uint8, key, *, sigmas, ddim_s
 def save_denoising_figure(path: str, clean_uint8, pictures: dict, results: dict,
                           num: int = 8) -> str:
   """Rows: original, then for each noise level noisy / one-step / DDPM / DDIM, with labels."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  def strip(images_uint8):
-    g = image_grid.make_grid(images_uint8[:num], ncols=num)
-    return g[..., 0] if g.shape[-1] == 1 else g
-
-  rows = [("original", strip(clean_uint8))]
+  rows, labels = [clean_uint8], ["original"]
   for key, outs in pictures.items():
     r = results[key]
-    rows.append((f"noisy sigma={key}\n{r['psnr_noisy']:.1f} dB",
-                 strip(image_grid.to_uint8(np.clip(outs["noisy"], -1, 1)))))
+    rows.append(image_grid.to_uint8(np.clip(outs["noisy"], -1, 1)))
+    labels.append(f"noisy sigma={key}\n{r['psnr_noisy']:.1f} dB")
     for name, label in (("one_step", "one-step x0"), ("ddpm", f"DDPM from t={r['timestep']}"),
                         ("ddim", "DDIM from t")):
-      rows.append((f"{label}\n{r['psnr_' + name]:.1f} dB", strip(image_grid.to_uint8(outs[name]))))
-  h, w = rows[0][1].shape[:2]
-  fig, axes = plt.subplots(len(rows), 1, figsize=(w / 40 + 1.6, len(rows) * (h / 40 + 0.05)))
-  for ax, (label, img) in zip(axes, rows):
-    ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.05)  # Keeps the row labels.
-  plt.close(fig)
-  return path
+      rows.append(image_grid.to_uint8(outs[name]))
+      labels.append(f"{label}\n{r['psnr_' + name]:.1f} dB")
+  return image_grid.save_labeled_rows(path, rows, labels, max_images=num)
 
 
 # ---------------------------------------------------------------- the job
@@ -242,19 +220,7 @@ class EvalJob:
     extractor = features_lib.extractor_for(config) if "samples" in wanted else None
     if "samples" in wanted and ev.samples_npz:
       load_samples_npz(ev.samples_npz, train.image_shape(config))  # Fail before any work.
-    workdir = os.path.abspath(workdir)
-    if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
-      raise ValueError(f"--workdir={workdir} has no checkpoints/ directory; train first "
-                       f"(--mode=train) or point --workdir at a trained run.")
-    _, _, _, state, meta = train.initial_state(config)
-    manager = checkpointing.create_manager(workdir, max_to_keep=None)
-    if manager.latest_step() is None:
-      raise ValueError(f"--workdir={workdir} holds no checkpoint; train first (--mode=train).")
-    step = config.sampling.checkpoint_step
-    state = checkpointing.restore(manager, state, meta, None if step < 0 else step)
-    manager.close()
-    params = state.ema_params if config.sampling.use_ema else state.params
-    return cls(config, workdir, params, int(state.step), wanted, extractor)
+    return cls(config, *sample_job.restore_params(config, workdir), wanted, extractor)
 
   def run(self) -> dict:
     c, ev = self.config, self.config.eval
@@ -289,8 +255,12 @@ class EvalJob:
       result |= {"reference": {"split": ev.reference_split, "num_images": int(ref["num"])},
                  "real_floor": floor, "samples": {name: q}}
 
+    if "bpd" in self.metrics or "denoise" in self.metrics:  # One read serves both.
+      test_all, _ = input_pipeline.load_split_uint8(
+          c, c.data.eval_split, max(ev.bpd_num_images, ev.denoise_num_images))
+
     if "bpd" in self.metrics:
-      test, _ = input_pipeline.load_split_uint8(c, c.data.eval_split, ev.bpd_num_images)
+      test = test_all[:ev.bpd_num_images]
       result["bpd"] = bits_per_dim(model, self.params, schedule, test, jax.random.fold_in(key, 1),
                                    num_strata=ev.bpd_num_strata,
                                    prediction_type=c.diffusion.prediction_type,
@@ -301,7 +271,7 @@ class EvalJob:
                    result["bpd"]["standard_error"] or 0.0, result["bpd"]["prior_bits_per_dim"])
 
     if "denoise" in self.metrics:
-      test, _ = input_pipeline.load_split_uint8(c, c.data.eval_split, ev.denoise_num_images)
+      test = test_all[:ev.denoise_num_images]
       res, pics = denoising_eval(model, self.params, schedule, test, jax.random.fold_in(key, 2),
                                  sigmas=tuple(ev.denoise_sigmas), ddim_steps=ev.denoise_ddim_steps,
                                  prediction_type=c.diffusion.prediction_type,
@@ -321,16 +291,9 @@ class EvalJob:
     return result
 
   def _draw(self, num: int) -> tuple[np.ndarray, dict]:
-    c, s = self.config, self.config.sampling
-    n_dev = jax.local_device_count()
-    per_device = -(-min(s.batch_size, num) // n_dev)
-    fn = sampling.make_generate_fn(train.create_model(c), schedules.schedule_from_config(c.diffusion),
-                                   s, c.diffusion, per_device, train.image_shape(c))
+    s = self.config.sampling
     logging.info("Sampling %d images with %s (%d steps) from step %d.", num, s.method,
                  s.num_steps, self.step)
-    t0 = time.time()
-    images = sampling.generate(fn, jax_utils.replicate(self.params, axis_name=train.AXIS),
-                               jax.random.PRNGKey(s.seed), num, per_device)
-    seconds = time.time() - t0
+    images, seconds = sampling.draw(self.config, self.params, num)
     return images, dict(method=s.method, num_steps=s.num_steps, eta=s.eta, seed=s.seed,
                         sampling_seconds=seconds, images_per_second=num / seconds)

@@ -38,7 +38,7 @@ def check_images(images, image_shape: tuple[int, int, int] | None = None,
   if x.ndim != 4:
     raise ValueError(f"{name} must be [N, H, W, C], got shape {x.shape}.")
   if image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape):
-    raise ValueError(f"{name} have shape {tuple(x.shape[1:])} per image; this extractor expects "
+    raise ValueError(f"{name} have shape {tuple(x.shape[1:])} per image; expected "
                      f"{tuple(image_shape)} (H, W, C).")
   if x.dtype == np.uint8:
     return x
@@ -51,6 +51,24 @@ def check_images(images, image_shape: tuple[int, int, int] | None = None,
     raise ValueError(f"float {name} range over [{lo:.3g}, {hi:.3g}]; allowed: [-1, 1] "
                      f"(or pass uint8 in [0, 255]).")
   return np.round((np.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+  """`x` with its last row repeated up to `rows` rows (unchanged if it has as many)."""
+  x = np.asarray(x)
+  return x if len(x) >= rows else np.concatenate([x, np.repeat(x[-1:], rows - len(x), 0)])
+
+
+def padded_batches(x: np.ndarray, batch_size: int):
+  """Yields (start, batch, n) over `x` in batches of `batch_size`; a short last batch is padded
+  by repeating its last row (so a jit-compiled function sees one shape) and n says how many
+  rows are real. A set smaller than one batch is passed as it is."""
+  for i in range(0, len(x), batch_size):
+    chunk = x[i:i + batch_size]
+    n = len(chunk)
+    if len(x) > batch_size:
+      chunk = pad_rows(chunk, batch_size)
+    yield i, chunk, n
 
 
 @dataclasses.dataclass
@@ -74,11 +92,7 @@ class FeatureExtractor:
   def __call__(self, images) -> Features:
     x = check_images(images, self.image_shape)
     feats, probs = [], []
-    for i in range(0, len(x), self.batch_size):
-      chunk = x[i:i + self.batch_size]
-      n = len(chunk)
-      if n < self.batch_size and len(x) > self.batch_size:  # Pad: one compiled shape.
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - n, 0)])
+    for _, chunk, n in padded_batches(x, self.batch_size):
       f, logits = self._jitted(self.variables, jnp.asarray(chunk, jnp.float32) / 127.5 - 1.0)
       feats.append(np.asarray(f, np.float64)[:n])
       probs.append(np.asarray(jax.nn.softmax(logits.astype(jnp.float32)), np.float64)[:n])

@@ -49,3 +49,33 @@ def save_grid(path: str, images: np.ndarray, ncols: int | None = None, scale: in
   if scale > 1:
     grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
   return save_png(path, grid)
+
+
+def save_labeled_rows(path: str, rows, labels, title: str | None = None,
+                      max_images: int = 8) -> str:
+  """A figure of rows of uint8 images [N, H, W, C] (the first `max_images` of each), one row
+  per entry with its label on the left (e.g. original / noisy / denoised, side by side)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  if len(rows) != len(labels) or not rows:
+    raise ValueError(f"{len(rows)} rows and {len(labels)} labels; need one label per row.")
+  strips = []
+  for images in rows:
+    g = make_grid(np.asarray(images)[:max_images], ncols=min(len(images), max_images))
+    strips.append(g[..., 0] if g.shape[-1] == 1 else g)
+  h, w = strips[0].shape[:2]
+  fig, axes = plt.subplots(len(strips), 1, squeeze=False,
+                           figsize=(w / 40 + 1.6, len(strips) * (h / 40 + 0.05) + (0.3 if title else 0)))
+  for ax, label, img in zip(axes[:, 0], labels, strips):
+    ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+  if title:
+    fig.suptitle(title, fontsize=8)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.05)  # Keeps the row labels.
+  plt.close(fig)
+  return path

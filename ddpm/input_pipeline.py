@@ -63,6 +63,21 @@ def ensure_prepared(builder, data_config) -> None:
         f"config.data.data_dir to a prepared tensorflow_datasets directory.") from None
 
 
+def check_labels(builder, data_config, num_classes: int) -> None:
+  """A class-conditional model (num_classes > 0) needs a `label` feature of at most
+  num_classes classes; one-line ValueError otherwise."""
+  if num_classes == 0:
+    return
+  features = builder.info.features
+  have = getattr(features["label"], "num_classes", None) if "label" in features.keys() else None
+  if have is None:
+    raise ValueError(f"config.model.num_classes={num_classes} but {data_config.dataset!r} has no "
+                     "class `label` feature; allowed: 0 (unconditional) for this dataset.")
+  if have > num_classes:
+    raise ValueError(f"config.model.num_classes={num_classes} but {data_config.dataset!r} has "
+                     f"{have} classes; allowed: num_classes >= {have} (or 0: unconditional).")
+
+
 def preprocess_image(image: tf.Tensor, image_size: int, resize_method: str) -> tf.Tensor:
   """uint8 [h, w, c] -> float32 [image_size, image_size, c] in [-1, 1].
 

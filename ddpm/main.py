@@ -1,4 +1,5 @@
-r"""Command line entry point: train, sample, evaluate, inpaint (RePaint), or draw the process.
+r"""Command line entry point: train, sample, evaluate, edit (inpaint, denoise/SDEdit), draw the
+process, synthesize labelled data, score anomalies.
 
   python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist
   python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist --mode=sample \
@@ -7,6 +8,11 @@ r"""Command line entry point: train, sample, evaluate, inpaint (RePaint), or dra
   python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist --mode=inpaint \
       --config.edit.mask=bottom_half
   python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist --mode=process
+  python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist --mode=denoise \
+      --config.edit.noise_sigma=0.3
+  python -m ddpm.main --config=configs/mnist.py --workdir=/tmp/mnist --mode=anomaly
+  python -m ddpm.main --config=configs/mnist_conditional.py --workdir=/tmp/mnist_cond \
+      --mode=synthesize --config.synthesize.num_per_class=500 --config.sampling.guidance_weight=1
 
 Any config value can be overridden with --config.<group>.<key>=<value>.
 """
@@ -20,10 +26,14 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "inpaint", "process"],
-                  "train; sample: draw images; eval: FID/IS/precision/recall, bits/dim, "
-                  "denoising; inpaint: RePaint with config.edit.mask; process: forward and "
-                  "reverse strips and GIFs.")
+MODES = ("train", "sample", "eval", "inpaint", "process", "denoise", "synthesize", "anomaly")
+flags.DEFINE_enum("mode", "train", MODES,
+                  "train (also fine-tuning: config.training.init_from/trainable); sample: draw "
+                  "images (class-conditional: config.sampling.class_label/guidance_weight); "
+                  "eval: FID/IS/precision/recall, bits/dim, denoising; inpaint: RePaint with "
+                  "config.edit.mask; process: forward and reverse strips and GIFs; denoise: "
+                  "denoising and SDEdit (config.edit); synthesize: labelled samples as .npz and a "
+                  "TFDS dataset; anomaly: anomaly scores and AUROC (config.anomaly).")
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
@@ -43,22 +53,17 @@ def main(argv):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.get_absl_logger().addFilter(_QuietOrbax())
   import jax  # pylint: disable=g-import-not-at-top
-  from ddpm import edit_jobs, evaluate, sample_job, train  # pylint: disable=g-import-not-at-top
+  from ddpm import anomaly, edit_jobs, evaluate, sample_job, synthesize, train  # pylint: disable=g-import-not-at-top
 
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
   config = FLAGS.config
   try:
-    if FLAGS.mode == "train":
-      job = train.Trainer.setup(config, FLAGS.workdir)
-    elif FLAGS.mode == "sample":
-      job = sample_job.SampleJob.setup(config, FLAGS.workdir)
-    elif FLAGS.mode == "inpaint":
-      job = edit_jobs.InpaintJob.setup(config, FLAGS.workdir)
-    elif FLAGS.mode == "process":
-      job = edit_jobs.ProcessJob.setup(config, FLAGS.workdir)
-    else:
-      job = evaluate.EvalJob.setup(config, FLAGS.workdir)
+    jobs = {"train": train.Trainer, "sample": sample_job.SampleJob, "eval": evaluate.EvalJob,
+            "inpaint": edit_jobs.InpaintJob, "process": edit_jobs.ProcessJob,
+            "denoise": edit_jobs.DenoiseJob, "synthesize": synthesize.SynthesizeJob,
+            "anomaly": anomaly.AnomalyJob}
+    job = jobs[FLAGS.mode].setup(config, FLAGS.workdir)
   except (ValueError, RuntimeError) as e:
     # Bad user input: one line, non-zero exit, nothing written to checkpoints/.
     logging.error("%s", e)

@@ -27,7 +27,8 @@ from absl import logging
 from clu import metric_writers
 from flax import jax_utils
 
-from ddpm import checkpointing, config_validation, image_grid, input_pipeline, losses, sampling
+from ddpm import checkpointing, config_validation, finetune, image_grid, input_pipeline, losses
+from ddpm import sampling
 from ddpm import schedules
 from ddpm.unet import UNet
 
@@ -53,7 +54,8 @@ def create_model(config) -> UNet:
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[m.dtype]
   return UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
               attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
-              num_groups=m.num_groups, num_heads=m.num_heads, dtype=dtype)
+              num_groups=m.num_groups, num_heads=m.num_heads, num_classes=m.num_classes,
+              dtype=dtype)
 
 
 def learning_rate_schedule(optim_config, num_train_steps: int) -> optax.Schedule:
@@ -79,7 +81,9 @@ def create_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedu
     opt = optax.adam(lr, b1=c.beta1, b2=c.beta2, eps=c.eps)
   if c.grad_clip_norm > 0:
     opt = optax.chain(optax.clip_by_global_norm(c.grad_clip_norm), opt)
-  return opt, lr
+  # Fine-tuning: only the parameters matching config.training.trainable are trained (the
+  # clipping norm is theirs alone); the rest get no update and no optimizer state.
+  return finetune.partition_optimizer(opt, config.training.trainable), lr
 
 
 def ema_decay_at(step, decay: float, warmup: bool):
@@ -91,15 +95,23 @@ def ema_decay_at(step, decay: float, warmup: bool):
 
 
 def ema_update(ema_params, params, decay):
-  """ema <- decay * ema + (1 - decay) * params, leaf by leaf."""
-  return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+  """ema <- decay * ema + (1 - decay) * params, leaf by leaf, computed as
+  ema + (1 - decay) (params - ema): a parameter equal to its EMA (a frozen one) keeps it
+  bit for bit."""
+  return jax.tree_util.tree_map(lambda e, p: e + (1.0 - decay) * (p - e), ema_params, params)
 
 
-def create_train_state(rng: jax.Array, config, model: UNet, tx) -> TrainState:
+def init_params(model: UNet, key: jax.Array, shape):
+  """Fresh parameters of `model` for images of `shape` (H, W, C)."""
+  y = jnp.zeros((1,), jnp.int32) if model.num_classes else None
+  return model.init(key, jnp.zeros((1,) + tuple(shape)), jnp.zeros((1,), jnp.int32), y)["params"]
+
+
+def create_train_state(rng: jax.Array, config, model: UNet, tx, params=None) -> TrainState:
+  """Step 0 with fresh parameters from `rng` (or the given ones), EMA = parameters."""
   init_rng, state_rng = jax.random.split(rng)
-  shape = (1,) + image_shape(config)
-  params = jax.jit(lambda k: model.init(k, jnp.zeros(shape), jnp.zeros((1,), jnp.int32)))(
-      init_rng)["params"]
+  if params is None:
+    params = jax.jit(lambda k: init_params(model, k, image_shape(config)))(init_rng)
   return TrainState(step=jnp.asarray(0, jnp.int32), params=params, ema_params=params,
                     opt_state=tx.init(params), rng=state_rng)
 
@@ -109,7 +121,19 @@ def initial_state(config):
   model = create_model(config)
   tx, lr_fn = create_optimizer(config)
   state = create_train_state(jax.random.PRNGKey(config.seed), config, model, tx)
-  return model, tx, lr_fn, state, checkpointing.make_meta(state, config.model, image_shape(config))
+  return model, tx, lr_fn, state, checkpointing.make_meta(state.params, config.model, image_shape(config))
+
+
+def drop_labels(key: jax.Array, labels: jnp.ndarray, example_ids: jnp.ndarray, p_uncond: float,
+                null_label: int) -> jnp.ndarray:
+  """Label dropout of classifier-free guidance (Ho & Salimans 2022, Alg. 1): each label is
+  replaced by `null_label` with probability `p_uncond`, decided by fold_in(key, example id)
+  alone (so it does not depend on how the batch is split over devices)."""
+  if p_uncond <= 0:
+    return labels
+  drop = jax.vmap(lambda i: jax.random.bernoulli(jax.random.fold_in(key, i), p_uncond))(
+      example_ids)
+  return jnp.where(drop, null_label, labels)
 
 
 def train_step(state: TrainState, batch: dict, *, model: UNet, schedule: schedules.Schedule,
@@ -117,9 +141,10 @@ def train_step(state: TrainState, batch: dict, *, model: UNet, schedule: schedul
                axis_name: str = "batch"):
   """One data-parallel step (call under pmap with `axis_name`).
 
-  Each example draws (t, eps) from fold_in(step key, its global index) and dropout keys are
-  per device, so the result does not depend on how a global batch is split over devices
-  (with dropout 0). Gradients and metrics are averaged over devices with lax.pmean.
+  Each example draws (t, eps) and, for a class-conditional model, its label dropout from
+  fold_in(step key, its global index), and dropout keys are per device, so the result does not
+  depend on how a global batch is split over devices (with dropout 0). Gradients and metrics
+  are averaged over devices with lax.pmean.
   """
   x0 = batch["image"]
   b = x0.shape[0]
@@ -128,9 +153,13 @@ def train_step(state: TrainState, batch: dict, *, model: UNet, schedule: schedul
   example_ids = device * b + jnp.arange(b)
   dropout_key = jax.random.fold_in(jax.random.fold_in(step_key, 1 << 30), device)
   d = config.diffusion
+  labels = None
+  if model.num_classes:
+    labels = drop_labels(jax.random.fold_in(step_key, (1 << 30) + 1), batch["label"],
+                         example_ids, config.training.label_dropout, model.num_classes)
 
   def loss_fn(params):
-    denoise = lambda x, t: model.apply({"params": params}, x, t, train=True,
+    denoise = lambda x, t: model.apply({"params": params}, x, t, labels, train=True,
                                        rngs={"dropout": dropout_key})
     return losses.sampled_diffusion_loss(
         denoise, schedule, x0, step_key, example_ids, prediction_type=d.prediction_type,
@@ -139,7 +168,7 @@ def train_step(state: TrainState, batch: dict, *, model: UNet, schedule: schedul
   (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, axis_name)
   loss = jax.lax.pmean(loss, axis_name)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   decay = ema_decay_at(state.step, config.optim.ema_decay, config.optim.ema_warmup)
@@ -208,12 +237,25 @@ class Trainer:
     workdir = prepare_workdir(workdir)
     builder = input_pipeline.get_builder(config.data)  # Unknown dataset -> error.
     input_pipeline.ensure_prepared(builder, config.data)
+    input_pipeline.check_labels(builder, config.data, config.model.num_classes)
     model, tx, lr_fn, state, meta = initial_state(config)
     schedule = schedules.schedule_from_config(config.diffusion)
     manager = checkpointing.create_manager(workdir, config.training.keep_checkpoints,
                                            config.training.checkpoint_every_steps,
                                            config.training.keep_every_steps)
+    t = config.training
+    if t.init_from and manager.latest_step() is None:  # Fine-tuning: a fresh run from there.
+      params, _ = finetune.load_init_params(t.init_from, state.params, meta, t.init_params)
+      state = create_train_state(jax.random.PRNGKey(config.seed), config, model, tx, params)
+    elif t.init_from:
+      logging.info("Resuming this run's own checkpoint; config.training.init_from=%s was used "
+                   "only to start it.", t.init_from)
     state = checkpointing.restore(manager, state, meta)
+    if t.trainable:
+      n_train, n_frozen = finetune.count(state.params,
+                                         finetune.trainable_mask(state.params, t.trainable))
+      logging.info("Training %d parameters matching config.training.trainable=%r; %d are frozen.",
+                   n_train, t.trainable, n_frozen)
     start_step = int(state.step)
     train_iter = input_pipeline.create_train_iterator(config, start_step)
     p_train_step = make_p_train_step(model, schedule, tx, lr_fn, config)
@@ -238,10 +280,11 @@ class Trainer:
     """
     c = self.config
     key = jax.random.fold_in(jax.random.PRNGKey(c.sampling.seed), 0)
-    images = sampling.generate(self._generate_fn, ema_params_replicated, key,
-                               c.training.num_sample_images, self._grid_per_device)
+    num = c.training.num_sample_images
+    images = sampling.generate(self._generate_fn, ema_params_replicated, key, num,
+                               self._grid_per_device, sampling.sample_labels(c, num))
     path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
-    grid = image_grid.make_grid(images)
+    grid = image_grid.make_grid(images, sampling.grid_columns(c, num))
     image_grid.save_png(path, grid)
     return path, grid
 

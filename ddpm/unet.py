@@ -1,10 +1,18 @@
 """The DDPM U-Net (Ho et al. 2020, Sec. 4 and App. B), in Flax linen, NHWC.
 
-A PixelCNN++-style U-Net: a sinusoidal time-step embedding passed through a 2-layer MLP is
+A PixelCNN++-style U-Net: a sinusoidal time-step embedding passed through a 2-layer MLP (plus,
+for a class-conditional model, a learned class embedding, as in Dhariwal & Nichol 2021 and Ho &
+Salimans 2022, whose last row is the "no class" label of classifier-free guidance) is
 added inside every residual block (GroupNorm, SiLU, conv, + time embedding, GroupNorm, SiLU,
 dropout, conv), single-head self-attention at the configured resolutions, `len(ch_mult) - 1`
 down-/up-sampling stages with skip connections, and zero-initialized last convolutions so each
 block starts as the identity and the network starts by predicting 0.
+
+Submodules are named by place, so parameters can be chosen by pattern (fine-tuning, see
+`ddpm.finetune`): time_mlp_{0,1}, class_embedding, conv_in, down_<level>_res_<i>,
+down_<level>_attn_<i>, down_<level>_downsample, mid_res_0, mid_attn, mid_res_1,
+up_<level>_res_<i>, up_<level>_attn_<i>, up_<level>_upsample, out_norm, conv_out. Levels count
+from the full resolution (0) down; the up path runs from the deepest level back to 0.
 """
 
 from __future__ import annotations
@@ -139,6 +147,8 @@ class UNet(nn.Module):
     num_groups: GroupNorm groups (must divide every channel count).
     num_heads: attention heads (the paper uses 1).
     out_channels: output channels (defaults to the input's).
+    num_classes: 0 for an unconditional model; K > 0 for a class-conditional one, which takes
+      labels y in {0..K} where y = K is the null label ("no class", classifier-free guidance).
     dtype: computation dtype (parameters stay float32).
   """
 
@@ -150,10 +160,12 @@ class UNet(nn.Module):
   num_groups: int = 32
   num_heads: int = 1
   out_channels: int | None = None
+  num_classes: int = 0
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, t: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, t: jnp.ndarray, y: jnp.ndarray | None = None,
+               train: bool = False) -> jnp.ndarray:
     if x.ndim != 4:
       raise ValueError(f"UNet input must be [batch, height, width, channels], got {x.shape}.")
     B, H, W, C = x.shape
@@ -161,41 +173,52 @@ class UNet(nn.Module):
       raise ValueError(f"UNet needs square images, got height {H} and width {W}.")
     if t.shape != (B,):
       raise ValueError(f"time steps must have shape [batch]=({B},), got {t.shape}.")
+    if self.num_classes > 0 and (y is None or y.shape != (B,)):
+      raise ValueError(f"a class-conditional U-Net (num_classes={self.num_classes}) needs labels "
+                       f"of shape [batch]=({B},) in 0..{self.num_classes} ({self.num_classes}: no "
+                       f"class), got {None if y is None else y.shape}.")
+    if self.num_classes == 0 and y is not None:
+      raise ValueError("class labels were given to an unconditional U-Net (num_classes=0); "
+                       "train a class-conditional model (config.model.num_classes > 0).")
     check_unet_config(H, self.ch, self.ch_mult, self.num_res_blocks, self.attn_resolutions,
                       self.num_groups)
     dt = self.dtype
-    block = lambda c: ResnetBlock(c, self.num_groups, self.dropout, dt)
-    attn = lambda: AttnBlock(self.num_groups, self.num_heads, dt)
+    block = lambda c, name: ResnetBlock(c, self.num_groups, self.dropout, dt, name=name)
+    attn = lambda name: AttnBlock(self.num_groups, self.num_heads, dt, name=name)
 
     temb = timestep_embedding(t, self.ch)
-    temb = nn.Dense(4 * self.ch, dtype=dt)(temb)
-    temb = nn.Dense(4 * self.ch, dtype=dt)(nn.silu(temb))
+    temb = nn.Dense(4 * self.ch, dtype=dt, name="time_mlp_0")(temb)
+    temb = nn.Dense(4 * self.ch, dtype=dt, name="time_mlp_1")(nn.silu(temb))
+    if self.num_classes > 0:  # Row num_classes is the null label.
+      temb = temb + nn.Embed(self.num_classes + 1, 4 * self.ch, dtype=dt,
+                             name="class_embedding")(y)
 
-    hs = [nn.Conv(self.ch, (3, 3), dtype=dt)(x.astype(dt))]
+    hs = [nn.Conv(self.ch, (3, 3), dtype=dt, name="conv_in")(x.astype(dt))]
     for level, mult in enumerate(self.ch_mult):
-      for _ in range(self.num_res_blocks):
-        h = block(self.ch * mult)(hs[-1], temb, train)
+      for i in range(self.num_res_blocks):
+        h = block(self.ch * mult, f"down_{level}_res_{i}")(hs[-1], temb, train)
         if h.shape[1] in self.attn_resolutions:
-          h = attn()(h)
+          h = attn(f"down_{level}_attn_{i}")(h)
         hs.append(h)
       if level != len(self.ch_mult) - 1:
-        hs.append(Downsample(dt)(hs[-1]))
+        hs.append(Downsample(dt, name=f"down_{level}_downsample")(hs[-1]))
 
     h = hs[-1]
-    h = block(h.shape[-1])(h, temb, train)
-    h = attn()(h)
-    h = block(h.shape[-1])(h, temb, train)
+    h = block(h.shape[-1], "mid_res_0")(h, temb, train)
+    h = attn("mid_attn")(h)
+    h = block(h.shape[-1], "mid_res_1")(h, temb, train)
 
     for level, mult in reversed(list(enumerate(self.ch_mult))):
-      for _ in range(self.num_res_blocks + 1):
-        h = block(self.ch * mult)(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
+      for i in range(self.num_res_blocks + 1):
+        h = block(self.ch * mult, f"up_{level}_res_{i}")(
+            jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
         if h.shape[1] in self.attn_resolutions:
-          h = attn()(h)
+          h = attn(f"up_{level}_attn_{i}")(h)
       if level != 0:
-        h = Upsample(dt)(h)
+        h = Upsample(dt, name=f"up_{level}_upsample")(h)
     assert not hs, "every skip connection is used once"
 
-    h = nn.silu(_norm(self.num_groups, dt)(h))
+    h = nn.silu(_norm(self.num_groups, dt, name="out_norm")(h))
     out = nn.Conv(self.out_channels or C, (3, 3), dtype=dt,
-                  kernel_init=nn.initializers.zeros)(h)
+                  kernel_init=nn.initializers.zeros, name="conv_out")(h)
     return out.astype(jnp.float32)

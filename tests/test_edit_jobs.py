@@ -93,3 +93,60 @@ def test_png_folder_input(workdir, tmp_path):
   match = r"^config.edit.input: 3.png is 8x16, the model's images are 16x16\.$"
   with pytest.raises(ValueError, match=match):
     edit_jobs.load_images(c)
+
+
+def test_denoise_job_adds_noise_scores_it_and_writes_the_side_by_side_figure(workdir):
+  c = edit_config(workdir, noise_sigma=0.2, add_noise=True, strength=0.0)
+  c.sampling.batch_size = 3  # Two batches, the second padded.
+  job = edit_jobs.DenoiseJob.setup(c, str(workdir))
+  out = job.run()
+  sched = __import__("ddpm.schedules", fromlist=["x"]).schedule_from_config(c.diffusion)
+  t_match = __import__("ddpm.denoising", fromlist=["x"]).timestep_for_sigma(sched, 0.4)
+  assert out["t0"] == t_match and out["num_steps"] == min(4, t_match + 1)
+  assert out["png"].endswith("edit/denoise_sigma0.2_ddim4_eta0_step1.png")
+  assert out["psnr_noisy"] < 20 and np.isfinite(out["psnr_denoised"])
+  with np.load(out["npz"]) as f:
+    assert f["denoised"].shape == f["noisy"].shape == f["original"].shape == (4, 16, 16, 1)
+    assert f["denoised"].dtype == np.uint8
+  with Image.open(out["png"]) as im:  # 3 labelled rows of 4 images.
+    assert im.size[0] > 4 * 16 and im.size[1] > 3 * 16
+  # Batching does not change the result: image i uses key i alone.
+  c.sampling.batch_size = 4
+  again = edit_jobs.DenoiseJob.setup(c, str(workdir)).run()
+  assert np.max(np.abs(again["denoised"].astype(int) - out["denoised"].astype(int))) <= 1
+
+
+def test_sdedit_starts_at_the_strength_and_keeps_clean_inputs(workdir):
+  c = edit_config(workdir, noise_sigma=0.0, add_noise=False, strength=0.5)
+  out = edit_jobs.DenoiseJob.setup(c, str(workdir)).run()
+  assert out["t0"] == 49 and out["png"].endswith("edit/sdedit0.5_sigma0_ddim4_eta0_step1.png")
+  assert "psnr_noisy" not in out  # Inputs used as they are: no originals to score against.
+  with np.load(out["npz"]) as f:
+    np.testing.assert_array_equal(f["noisy"], f["original"])
+
+
+@pytest.mark.parametrize("edit,match", [
+    ({"noise_sigma": 0.0, "strength": 0.0}, "leave nothing to do"),
+    ({"noise_sigma": 0.5, "strength": 0.05}, r"strength=0.05 starts at t0=4, below the input's "
+                                             r"noise level noise_sigma=0.5 \(t=\d+\); allowed"),
+    ({"strength": 1.5}, r"config.edit.strength=1.5 must be in \[0, 1\]"),
+    ({"noise_sigma": -1.0}, r"config.edit.noise_sigma=-1.0 must be in \[0, 10\]"),
+])
+def test_bad_denoise_values_give_one_line_errors(workdir, edit, match):
+  with pytest.raises(ValueError, match=match) as e:
+    job = edit_jobs.DenoiseJob.setup(edit_config(workdir, **edit), str(workdir))
+    job.run()
+  assert "\n" not in str(e.value)
+
+
+def test_wrong_image_shapes_and_ranges_are_one_line_errors(workdir, tmp_path):
+  for name, images, match in [
+      ("rgb.npz", np.zeros((2, 16, 16, 3), np.uint8), "16, 16, 1"),
+      ("big.npz", np.zeros((2, 28, 28, 1), np.uint8), "16, 16, 1"),
+      ("range.npz", np.full((2, 16, 16, 1), 3.0, np.float32), "range")]:
+    np.savez(tmp_path / name, images=images)
+    c = edit_config(workdir)
+    c.edit.input = str(tmp_path / name)
+    with pytest.raises(ValueError, match=match) as e:
+      edit_jobs.load_images(c)
+    assert "\n" not in str(e.value)

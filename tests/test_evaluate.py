@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ml_collections import config_dict
 
-from ddpm import classifier, evaluate, features, input_pipeline, metrics
+from ddpm import classifier, evaluate, input_pipeline
 
 pytestmark = pytest.mark.skipif(
     not (pathlib.Path(os.environ.get("TFDS_DATA_DIR", "/nonexistent")) / "mnist").is_dir(),

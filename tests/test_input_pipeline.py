@@ -103,3 +103,14 @@ def test_a_missing_dataset_offline_says_to_set_tfds_data_dir(tmp_path, monkeypat
   with pytest.raises(RuntimeError, match="set TFDS_DATA_DIR") as e:
     input_pipeline.ensure_prepared(builder, c.data)
   assert "\n" not in str(e.value) and "Network is unreachable" in str(e.value)
+
+
+def test_a_conditional_model_needs_enough_classes_in_the_dataset(mock_mnist):
+  builder = input_pipeline.get_builder(_config().data)
+  input_pipeline.check_labels(builder, _config().data, 0)  # Unconditional: anything goes.
+  input_pipeline.check_labels(builder, _config().data, 10)
+  input_pipeline.check_labels(builder, _config().data, 12)  # Spare classes are allowed.
+  with pytest.raises(ValueError, match=r"num_classes=5 but 'mnist' has 10 classes; allowed: "
+                                       r"num_classes >= 10") as e:
+    input_pipeline.check_labels(builder, _config().data, 5)
+  assert "\n" not in str(e.value)

@@ -146,3 +146,26 @@ def test_denoising_with_the_true_noise_recovers_the_clean_image(seed, t):
   for steps in (None, 3):
     out = denoising.denoise_reverse(oracle(x0), SCHEDULE, y, t, key, method="ddim", num_steps=steps)
     np.testing.assert_allclose(out, x0, atol=5e-4)
+
+
+@given(seeds, st.floats(0.0, 1.5), st.integers(0, T - 1))
+def test_sdedit_start_has_the_forward_marginal_whatever_noise_the_input_had(seed, s, t):
+  """y = x0 + s n, then x_t = sqrt(ab) y + sqrt(1 - ab (1 + s^2)) z has mean sqrt(ab) x0 and
+  variance 1 - ab: q(x_t | x0) of Ho et al. eq. 4, for any t at or above y's own level."""
+  t_min = denoising.timestep_for_sigma(SCHEDULE, s) if s > 0 else 0
+  if t < t_min:
+    with pytest.raises(ValueError, match=f"allowed: t >= {t_min}"):
+      denoising.perturb_to_xt(SCHEDULE, jnp.zeros((1,)), t, s, jax.random.PRNGKey(0))
+    return
+  sigma_t = denoising.noise_to_signal(SCHEDULE)[t]
+  if t == t_min and s > sigma_t:
+    return  # The nearest step: its small remainder of excess noise is left in (documented).
+  key = jax.random.PRNGKey(seed)
+  n = 40000
+  x0 = 0.3
+  y = x0 + s * jax.random.normal(key, (n,))
+  xt = np.asarray(denoising.perturb_to_xt(SCHEDULE, y, t, s, jax.random.fold_in(key, 1)), np.float64)
+  ab = float(SCHEDULE.alpha_bars[t])
+  var = 1.0 - ab
+  assert abs(xt.mean() - np.sqrt(ab) * x0) < 5 * np.sqrt(var / n)
+  assert abs(xt.var() - var) < 5 * var * np.sqrt(2.0 / n)

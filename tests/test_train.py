@@ -93,7 +93,7 @@ def test_checkpoint_round_trip_retention_and_shape_mismatch(tmp_path):
   model2 = train.create_model(c2)
   tx2, _ = train.create_optimizer(c2)
   state2 = train.create_train_state(jax.random.PRNGKey(0), c2, model2, tx2)
-  meta2 = checkpointing.make_meta(state2, c2.model, train.image_shape(c2))
+  meta2 = checkpointing.make_meta(state2.params, c2.model, train.image_shape(c2))
   with pytest.raises(checkpointing.CheckpointMismatchError, match=r"ch=16 \(config has 24\)") as e:
     checkpointing.restore(manager, state2, meta2)
   assert "\n" not in str(e.value)
