@@ -127,18 +127,24 @@ def _load(dataset: str, split: str, data_dir: str | None):
   return input_pipeline.load_split_uint8(c, split)
 
 
-def train_classifier(dataset: str, *, epochs: int = 6, batch_size: int = 128,
-                     learning_rate: float = 1e-3, seed: int = 0, data_dir: str | None = None,
-                     log=print) -> tuple[dict, dict]:
-  """Trains the classifier on the train split; returns (params, report with test accuracy)."""
-  check_dataset(dataset)
-  t_start = time.time()
-  x_train, y_train = _load(dataset, "train", data_dir)
-  x_test, y_test = _load(dataset, "test", data_dir)
+def fit(x_train, y_train, *, epochs: int = 6, batch_size: int = 128, learning_rate: float = 1e-3,
+        seed: int = 0, min_steps: int = 0, evaluate=None, log=print) -> tuple[dict, list]:
+  """Trains a fresh Classifier on uint8 images [N, 28, 28, 1] and int labels [N] with Adam and
+  a cosine-decayed rate; returns (params, history per epoch).
+
+  `min_steps` raises the number of epochs so that at least that many steps run (small training
+  sets); `evaluate(params) -> accuracy` is called after each epoch if given.
+  """
+  x_train = features_lib.check_images(x_train, IMAGE_SHAPE, name="training images")
+  y_train = np.asarray(y_train, np.int32)
+  if y_train.shape != (len(x_train),) or y_train.min() < 0 or y_train.max() >= NUM_CLASSES:
+    raise ValueError(f"labels must be [N]={len(x_train)} in 0..{NUM_CLASSES - 1}.")
   model = Classifier()
   rng = jax.random.PRNGKey(seed)
   params = model.init(rng, jnp.zeros((1,) + IMAGE_SHAPE))["params"]
+  batch_size = min(batch_size, len(x_train))
   steps_per_epoch = len(x_train) // batch_size
+  epochs = max(epochs, -(-min_steps // steps_per_epoch))
   lr = optax.cosine_decay_schedule(learning_rate, epochs * steps_per_epoch)
   tx = optax.adam(lr)
   opt_state = tx.init(params)
@@ -164,13 +170,30 @@ def train_classifier(dataset: str, *, epochs: int = 6, batch_size: int = 128,
       params, opt_state, loss = step(params, opt_state, x, jnp.asarray(y_train[idx]),
                                      jax.random.fold_in(rng, epoch * steps_per_epoch + i))
       losses.append(loss)
-    acc = accuracy(classifier_extractor(dataset, params), x_test, y_test)
-    seconds = time.time() - t0
-    history.append(dict(epoch=epoch + 1, loss=float(np.mean(jax.device_get(losses))),
-                        test_accuracy=acc, seconds=seconds))
-    log(f"{dataset} epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f}, "
-        f"test accuracy {acc:.4f}, {seconds:.0f} s ({steps_per_epoch * batch_size / seconds:.0f} "
-        f"images/s)")
+    entry = dict(epoch=epoch + 1, loss=float(np.mean(jax.device_get(losses))),
+                 seconds=time.time() - t0)
+    if evaluate is not None:
+      entry["test_accuracy"] = evaluate(params)
+    history.append(entry)
+    if log:
+      log(f"epoch {epoch + 1}/{epochs}: loss {entry['loss']:.4f}"
+          + (f", test accuracy {entry['test_accuracy']:.4f}" if evaluate else "")
+          + f", {entry['seconds']:.0f} s ({steps_per_epoch * batch_size / entry['seconds']:.0f} images/s)")
+  return params, history
+
+
+def train_classifier(dataset: str, *, epochs: int = 6, batch_size: int = 128,
+                     learning_rate: float = 1e-3, seed: int = 0, data_dir: str | None = None,
+                     log=print) -> tuple[dict, dict]:
+  """Trains the classifier on the train split; returns (params, report with test accuracy)."""
+  check_dataset(dataset)
+  t_start = time.time()
+  x_train, y_train = _load(dataset, "train", data_dir)
+  x_test, y_test = _load(dataset, "test", data_dir)
+  evaluate = lambda p: accuracy(classifier_extractor(dataset, p), x_test, y_test)
+  params, history = fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
+                        learning_rate=learning_rate, seed=seed, evaluate=evaluate,
+                        log=lambda m: log(f"{dataset} {m}"))
   report = dict(dataset=dataset, test_accuracy=history[-1]["test_accuracy"], epochs=epochs,
                 batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                 num_train=len(x_train), num_test=len(x_test), history=history,

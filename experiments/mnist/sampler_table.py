@@ -51,13 +51,14 @@ def time_sampler(job, method, steps, spacing, batch, repeats=1):
   params = jax_utils.replicate(job.params, axis_name=train.AXIS)
   keys = jax.random.split(jax.random.PRNGKey(0), jax.local_device_count() * per_device)
   keys = keys.reshape((jax.local_device_count(), per_device, -1))
+  labels = np.zeros(keys.shape[:2], np.int32)  # Unused by this unconditional model.
   t0 = time.perf_counter()
-  compiled = fn.lower(params, keys).compile()
+  compiled = fn.lower(params, keys, labels).compile()
   compile_s = time.perf_counter() - t0
   runs = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    jax.block_until_ready(compiled(params, keys))
+    jax.block_until_ready(compiled(params, keys, labels))
     runs.append(time.perf_counter() - t0)
   return compile_s, float(np.median(runs))
 
