@@ -135,7 +135,8 @@ def get_config() -> ml_collections.ConfigDict:
   edit.num_frames = 10  # Columns of the process strips and frames of the GIFs.
   # --mode=denoise: images that carry Gaussian noise of std noise_sigma ([0, 1] pixel scale),
   # added here first if add_noise (clean inputs; the figure then shows the originals), are
-  # denoised by config.sampling's sampler from t0 with min(num_steps, t0 + 1) steps. strength
+  # denoised by config.sampling's sampler from t0 with min(sampling.num_steps, t0 + 1) steps
+  # (trailing spacing over 0..t0). strength
   # 0: t0 is the step whose noise level matches noise_sigma; > 0: SDEdit (Meng et al. 2022)
   # from t0 = strength * T, adding the missing noise.
   edit.noise_sigma = 0.2

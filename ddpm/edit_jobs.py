@@ -1,4 +1,4 @@
-r"""`--mode=inpaint` and `--mode=process`: jobs that use a checkpoint on given images.
+r"""`--mode=inpaint`, `--mode=process` and `--mode=denoise`: jobs that use a checkpoint on images.
 
 Both restore the checkpoint as `--mode=sample` does (config.sampling.checkpoint_step and
 use_ema, see `ddpm.sample_job.SampleJob.setup`) and write into workdir/edit/:
@@ -9,7 +9,15 @@ use_ema, see `ddpm.sample_job.SampleJob.setup`) and write into workdir/edit/:
     (0: it is pasted back exactly) and on the hole;
   * `ProcessJob` draws the forward process of the images and a reverse trajectory of the
     configured sampler (`ddpm.process_figures`): forward_step<step>.png/.gif and
-    reverse_<sampler>_step<step>.png/.gif.
+    reverse_<sampler>_step<step>.png/.gif;
+  * `DenoiseJob` denoises images carrying Gaussian noise (added here, or already in them) from
+    the step of matching noise level, or runs SDEdit (Meng et al. 2022) from strength * T, with
+    config.sampling's sampler, and writes <denoise|sdedit...>_sigma<s>_<sampler>_step<step>.png
+    (rows: original, noisy, denoised, with PSNR when the originals are known) and .npz.
+
+With a class-conditional model the jobs use the unconditional model (the null label) unless
+config.sampling.class_label names a class, towards which they are guided with weight
+config.sampling.guidance_weight.
 
 config.edit: input ("" = the first num_images images of config.data.eval_split, or an .npz
 with `images` uint8 [N, H, W, C], or a folder of PNGs, read in name order), num_images, mask
@@ -301,7 +309,7 @@ class DenoiseJob(_EditJob):
     schedule = schedules.schedule_from_config(c.diffusion)
     model = train.create_model(c)
     t0, sigma = self.start_step(schedule)
-    steps = min(e.num_steps, t0 + 1)
+    steps = min(s.num_steps, t0 + 1)
     clean = likelihood.uint8_to_model_range(self.images)
     noisy = np.asarray(clean)
     if e.add_noise and sigma > 0:
@@ -338,7 +346,9 @@ class DenoiseJob(_EditJob):
       logging.info("PSNR against the originals: noisy %.2f dB, denoised %.2f dB.",
                    result["psnr_noisy"], result["psnr_denoised"])
     kind = "denoise" if e.strength == 0 else f"sdedit{e.strength:g}"
-    name = f"{kind}_sigma{e.noise_sigma:g}_{sampling.sampler_name(s)}_step{self.step}"
+    ran = s.copy_and_resolve_references()  # The steps that ran: trailing over {0..t0}.
+    ran.num_steps, ran.spacing = steps, "uniform"
+    name = f"{kind}_sigma{e.noise_sigma:g}_{sampling.sampler_name(ran)}_step{self.step}"
     out_dir = self._out_dir()
     if e.add_noise:
       labels[1:] = [f"noisy\n{result['psnr_noisy']:.1f} dB",
