@@ -119,6 +119,9 @@ def test_eval_mode_writes_metrics_and_figures(trained):
     (["--config.sampling.method=euler"], "sampling.method='euler'"),
     (["--mode=sample", "--config.model.num_res_blocks=2"], "another shape"),
     (["--mode=eval", "--config.eval.samples_npz=/no/such.npz"], "does not exist"),
+    (["--mode=sample", "--config.sampling.guidance_weight=2"],
+     "guidance_weight=2.0 needs a class-conditional model"),
+    (["--config.training.trainable=^decoder_"], "'^decoder_' matches no parameter"),
 ])
 def test_bad_input_stops_with_one_line_and_leaves_checkpoints_untouched(trained, args, message):
   workdir, _, _ = trained
