@@ -15,6 +15,13 @@ process, synthesize labelled data, score anomalies.
       --mode=synthesize --config.synthesize.num_per_class=500 --config.sampling.guidance_weight=1
 
 Any config value can be overridden with --config.<group>.<key>=<value>.
+
+Several processes (a multi-host TPU pod slice, several GPU hosts, or CPU processes) run the
+same command, each with its own process id; see `ddpm.distributed`:
+
+  python -m ddpm.main --config=configs/mnist.py --workdir=/shared/mnist \
+      --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0   # 1 on the other
+  python -m ddpm.main --config=configs/mnist.py --workdir=/shared/mnist --distributed=cluster
 """
 
 import os
@@ -22,6 +29,8 @@ import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from ddpm import distributed
 
 FLAGS = flags.FLAGS
 
@@ -37,6 +46,7 @@ flags.DEFINE_enum("mode", "train", MODES,
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags()
 
 
 class _QuietOrbax(logging.logging.Filter):
@@ -52,6 +62,11 @@ def main(argv):
   # Keep TensorFlow (tf.data only) off accelerators and quiet.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.get_absl_logger().addFilter(_QuietOrbax())
+  try:  # Before any other JAX call: afterwards pmap spans every process's devices.
+    distributed.initialize_from_flags_or_env()
+  except ValueError as e:
+    logging.error("%s", e)
+    sys.exit(f"ddpm: error: {e}")
   import jax  # pylint: disable=g-import-not-at-top
   from ddpm import anomaly, edit_jobs, evaluate, sample_job, synthesize, train  # pylint: disable=g-import-not-at-top
 
@@ -59,6 +74,10 @@ def main(argv):
                jax.process_count(), jax.local_devices())
   config = FLAGS.config
   try:
+    if FLAGS.mode != "train" and jax.process_count() > 1:
+      raise ValueError(f"--mode={FLAGS.mode} runs in a single process, but this run has "
+                       f"{jax.process_count()} processes; allowed: --mode=train with several "
+                       f"processes, other modes with one (--distributed=off).")
     jobs = {"train": train.Trainer, "sample": sample_job.SampleJob, "eval": evaluate.EvalJob,
             "inpaint": edit_jobs.InpaintJob, "process": edit_jobs.ProcessJob,
             "denoise": edit_jobs.DenoiseJob, "synthesize": synthesize.SynthesizeJob,

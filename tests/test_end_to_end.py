@@ -119,6 +119,7 @@ def test_eval_mode_writes_metrics_and_figures(trained):
     (["--config.sampling.method=euler"], "sampling.method='euler'"),
     (["--mode=sample", "--config.model.num_res_blocks=2"], "another shape"),
     (["--mode=eval", "--config.eval.samples_npz=/no/such.npz"], "does not exist"),
+    (["--num_processes=2", "--coordinator_address=127.0.0.1:1234"], "needs --process_id"),
 ])
 def test_bad_input_stops_with_one_line_and_leaves_checkpoints_untouched(trained, args, message):
   workdir, _, _ = trained
