@@ -8,6 +8,11 @@ checkpoint behind; saves are asynchronous and `wait_until_finished` is called be
 
 Before restoring, the stored parameter shapes are compared with the model's, so a checkpoint
 of another model shape stops with a one-line error instead of a deep orbax traceback.
+
+Several processes (`ddpm.distributed`) share one checkpoint directory: all of them call
+`save` and `restore` with the same (replicated, host numpy) state; orbax writes such arrays
+from process 0 only (its NumpyHandler) and synchronizes the processes around each save, and
+every process reads the whole checkpoint back. Only process 0 moves a damaged checkpoint aside.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from ddpm import distributed
 
 
 class CheckpointMismatchError(ValueError):
@@ -128,15 +135,20 @@ def restore_params(manager: ocp.CheckpointManager, step: int, template, meta: di
 
 
 def _quarantine(manager: ocp.CheckpointManager, step: int, reason: str) -> str:
-  """Moves an unreadable checkpoint to checkpoints_corrupt/ (never deletes it) and reloads."""
+  """Moves an unreadable checkpoint to checkpoints_corrupt/ (never deletes it) and reloads.
+
+  With several processes, process 0 moves it while the others wait for it at a barrier.
+  """
   src = os.path.join(str(manager.directory), str(step))
   dst_root = os.path.join(os.path.dirname(str(manager.directory)), "checkpoints_corrupt")
-  os.makedirs(dst_root, exist_ok=True)
   dst = os.path.join(dst_root, str(step))
-  n = 1
-  while os.path.exists(dst):
-    dst, n = os.path.join(dst_root, f"{step}.{n}"), n + 1
-  os.rename(src, dst)
+  if jax.process_index() == 0:
+    os.makedirs(dst_root, exist_ok=True)
+    n = 1
+    while os.path.exists(dst):
+      dst, n = os.path.join(dst_root, f"{step}.{n}"), n + 1
+    os.rename(src, dst)
+  distributed.barrier(f"quarantine_{step}")  # The others wait for the move.
   manager.reload()
   logging.warning("Checkpoint step %d is unreadable (%s); moved it to %s and trying the next "
                   "older one.", step, reason, dst)

@@ -7,7 +7,9 @@ stateless per-example seed. The stream is therefore a pure function of (seed, po
 restored at step s rebuilds the iterator at exactly the batch it would have seen next.
 
 Batches are dicts of numpy arrays shaped [local_devices, per_device_batch, H, W, C] (images,
-float32) and [local_devices, per_device_batch] (labels, int32), ready for `jax.pmap`.
+float32) and [local_devices, per_device_batch] (labels and each example's index in the split,
+int32), ready for `jax.pmap`. With P processes, process p reads the p-th of P contiguous,
+disjoint, (almost) equal slices of the split, so the indices say which examples it read.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
+
+from ddpm import distributed
 
 RESIZE_METHODS = ("pad", "resize", "none")
 
@@ -126,13 +130,23 @@ def _base_dataset(builder, split: str, data_config) -> tf.data.Dataset:
 
 
 def local_batch_size(global_batch_size: int) -> int:
-  """Per-process batch size; the global batch must split evenly over all devices."""
-  n = jax.device_count()
-  if global_batch_size < 1 or global_batch_size % n:
-    raise ValueError(
-        f"config.training.batch_size={global_batch_size} must be a positive multiple of the "
-        f"device count {n}.")
-  return global_batch_size // jax.process_count()
+  """Per-process batch size: global batch / process count, where the global batch must be a
+  positive multiple of the device count of all processes (per-device batch x device count)."""
+  return distributed.batch_split(global_batch_size, jax.device_count(), jax.local_device_count(),
+                                 jax.process_count())[1]
+
+
+def process_split(builder, split: str, process_index: int, process_count: int):
+  """(the tfds split of process `process_index`, index of its first example in `split`).
+
+  The processes' splits are `tfds.split_for_jax_process`: P contiguous, disjoint slices of
+  `split` in process order, so process p starts at the sum of the sizes of processes < p.
+  """
+  offset = sum(builder.info.splits[tfds.split_for_jax_process(
+      split, process_index=p, process_count=process_count)].num_examples
+               for p in range(process_index))
+  return tfds.split_for_jax_process(split, process_index=process_index,
+                                    process_count=process_count), offset
 
 
 def create_train_iterator(config, start_step: int = 0) -> Iterator[dict]:
@@ -144,10 +158,11 @@ def create_train_iterator(config, start_step: int = 0) -> Iterator[dict]:
   dc = config.data
   builder = get_builder(dc)
   ensure_prepared(builder, dc)
-  split = tfds.split_for_jax_process(dc.split, process_index=jax.process_index(),
-                                     process_count=jax.process_count())
+  split, first_index = process_split(builder, dc.split, jax.process_index(), jax.process_count())
   batch = local_batch_size(config.training.batch_size)
   ds = _base_dataset(builder, split, dc)
+  # Each example's index in dc.split, read before shuffling (the split's order).
+  ds = ds.enumerate(first_index).map(lambda i, ex: dict(ex, index=tf.cast(i, tf.int32)))
   if dc.cache:
     ds = ds.cache()
   num_examples = int(ds.cardinality())
@@ -175,9 +190,9 @@ def create_train_iterator(config, start_step: int = 0) -> Iterator[dict]:
   options = tf.data.Options()
   options.deterministic = True
   stream = stream.with_options(options).prefetch(tf.data.AUTOTUNE)
-  logging.info("Input: %s split %s (%d examples on this process), batch %d per process, "
-               "starting at step %d (epoch %d, offset %d).", dc.dataset, split, num_examples,
-               batch, start_step, first_epoch, offset)
+  logging.info("Input: %s split %s (%d examples on this process, from index %d of %s), batch %d "
+               "per process, starting at step %d (epoch %d, offset %d).", dc.dataset, split,
+               num_examples, first_index, dc.split, batch, start_step, first_epoch, offset)
   return map(shard_batch, tfds.as_numpy(stream))
 
 

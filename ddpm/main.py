@@ -15,6 +15,13 @@ process, synthesize labelled data, score anomalies.
       --mode=synthesize --config.synthesize.num_per_class=500 --config.sampling.guidance_weight=1
 
 Any config value can be overridden with --config.<group>.<key>=<value>.
+
+Several processes (a multi-host TPU pod slice, several GPU hosts, or CPU processes) run the
+same command, each with its own process id; see `ddpm.distributed`:
+
+  python -m ddpm.main --config=configs/mnist.py --workdir=/shared/mnist \
+      --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0   # 1 on the other
+  python -m ddpm.main --config=configs/mnist.py --workdir=/shared/mnist --distributed=cluster
 """
 
 import os
@@ -22,6 +29,8 @@ import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from ddpm import distributed
 
 FLAGS = flags.FLAGS
 
@@ -37,6 +46,7 @@ flags.DEFINE_enum("mode", "train", MODES,
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags()
 
 
 class _QuietOrbax(logging.logging.Filter):
@@ -46,24 +56,48 @@ class _QuietOrbax(logging.logging.Filter):
     return record.levelno >= logging.logging.WARNING or "/orbax/" not in record.pathname
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  # Keep TensorFlow (tf.data only) off accelerators and quiet.
+def quiet_logging() -> None:
+  """INFO logs without TensorFlow's C++ chatter and orbax's per-save INFO lines."""
+  # Keep TensorFlow (tf.data only) quiet; set before it is imported.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  logging.get_absl_logger().addFilter(_QuietOrbax())
+  logger = logging.get_absl_logger()
+  if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
+    logger.addFilter(_QuietOrbax())
+
+
+def setup_job(mode: str, config, workdir: str):
+  """The job of `mode` for `config` and `workdir`, set up (inputs checked, checkpoint restored);
+  `.run()` runs it. What `python -m ddpm.main --mode=<mode>` does, callable from a notebook.
+  Raises ValueError/RuntimeError with a one-line message for bad input."""
   import jax  # pylint: disable=g-import-not-at-top
   from ddpm import anomaly, edit_jobs, evaluate, sample_job, synthesize, train  # pylint: disable=g-import-not-at-top
 
+  if mode != "train" and jax.process_count() > 1:
+    raise ValueError(f"--mode={mode} runs in a single process, but this run has "
+                     f"{jax.process_count()} processes; allowed: --mode=train with several "
+                     f"processes, other modes with one (--distributed=off).")
+  jobs = {"train": train.Trainer, "sample": sample_job.SampleJob, "eval": evaluate.EvalJob,
+          "inpaint": edit_jobs.InpaintJob, "process": edit_jobs.ProcessJob,
+          "denoise": edit_jobs.DenoiseJob, "synthesize": synthesize.SynthesizeJob,
+          "anomaly": anomaly.AnomalyJob}
+  return jobs[mode].setup(config, workdir)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  quiet_logging()
+  try:  # Before any other JAX call: afterwards pmap spans every process's devices.
+    distributed.initialize_from_flags_or_env()
+  except ValueError as e:
+    logging.error("%s", e)
+    sys.exit(f"ddpm: error: {e}")
+  import jax  # pylint: disable=g-import-not-at-top
+
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
-  config = FLAGS.config
   try:
-    jobs = {"train": train.Trainer, "sample": sample_job.SampleJob, "eval": evaluate.EvalJob,
-            "inpaint": edit_jobs.InpaintJob, "process": edit_jobs.ProcessJob,
-            "denoise": edit_jobs.DenoiseJob, "synthesize": synthesize.SynthesizeJob,
-            "anomaly": anomaly.AnomalyJob}
-    job = jobs[FLAGS.mode].setup(config, FLAGS.workdir)
+    job = setup_job(FLAGS.mode, FLAGS.config, FLAGS.workdir)
   except (ValueError, RuntimeError) as e:
     # Bad user input: one line, non-zero exit, nothing written to checkpoints/.
     logging.error("%s", e)

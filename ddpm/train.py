@@ -4,6 +4,14 @@
 device count, dataset, checkpoint shape) before any checkpoint is touched, restores the
 latest checkpoint if there is one, and builds the input stream at the restored step;
 `Trainer.run()` then trains, logs, writes sample grids and saves checkpoints.
+
+With several processes (`ddpm.distributed`), every process runs the same program on its local
+devices and its own slice of the data; the pmap-ed step averages gradients over all devices of
+all processes, so every process holds the same state. Process 0 alone writes the workdir's
+files (config.json, metrics.jsonl, TensorBoard events, sample grids); checkpoints are saved
+by all processes together (orbax writes the replicated arrays once, from process 0) and
+restored by each. A SIGTERM to any process (a preemption notice) stops all of them at the same
+step, agreed through JAX's preemption sync, after saving a checkpoint there.
 """
 
 from __future__ import annotations
@@ -26,8 +34,10 @@ import optax
 from absl import logging
 from clu import metric_writers
 from flax import jax_utils
+from jax.experimental import multihost_utils
 
-from ddpm import checkpointing, config_validation, finetune, image_grid, input_pipeline, losses
+from ddpm import checkpointing, config_validation, distributed, finetune, image_grid
+from ddpm import input_pipeline, losses
 from ddpm import sampling
 from ddpm import schedules
 from ddpm.unet import UNet
@@ -192,8 +202,21 @@ def make_p_train_step(model, schedule, tx, lr_fn, config, devices=None):
   return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,), devices=devices)
 
 
+def first_replica(x) -> np.ndarray:
+  """The first local device's copy of a replicated [devices, ...] array, as numpy.
+
+  Copies that device's buffer to the host without running a computation, so it never waits on
+  (or deadlocks with) other processes' programs.
+  """
+  if isinstance(x, jax.Array):
+    data = np.asarray(x.addressable_shards[0].data)  # [1, ...] (NamedSharding) or [...].
+    return np.asarray(data[0]) if data.ndim == x.ndim else data
+  return np.asarray(np.asarray(x)[0])
+
+
 def unreplicate(tree):
-  return jax.device_get(jax.tree_util.tree_map(lambda x: x[0], tree))
+  """`first_replica` of every leaf."""
+  return jax.tree_util.tree_map(first_replica, tree)
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -285,7 +308,8 @@ class Trainer:
                                self._grid_per_device, sampling.sample_labels(c, num))
     path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
     grid = image_grid.make_grid(images, sampling.grid_columns(c, num))
-    image_grid.save_png(path, grid)
+    if distributed.is_main_process():  # Every process draws (pmap spans them all); one writes.
+      image_grid.save_png(path, grid)
     return path, grid
 
   def _check_finite(self, host_metrics: list[tuple[int, dict]]) -> None:
@@ -310,13 +334,31 @@ class Trainer:
     logging.warning("Received signal %d: saving a checkpoint after this step, then stopping.", signum)
     self.stop_requested = signum
 
+  def _preempted(self, step: int) -> bool:
+    """Several processes: whether all have reached the step JAX's preemption sync agreed on
+    after a SIGTERM reached any of them (then every process returns True at the same step)."""
+    try:
+      reached = multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # Preemption service disabled (jax_enable_preemption_service).
+      return False
+    if reached:
+      logging.warning("All %d processes reached the preemption sync point at step %d (a SIGTERM "
+                      "reached at least one): saving a checkpoint, then stopping.",
+                      jax.process_count(), step)
+      self.stop_requested = signal.SIGTERM
+    return reached
+
   def run(self) -> TrainState:
-    """Trains to config.training.num_train_steps; SIGTERM/SIGINT save a checkpoint and stop."""
+    """Trains to config.training.num_train_steps; SIGTERM/SIGINT save a checkpoint and stop.
+
+    With several processes, SIGTERM goes through JAX's preemption sync instead (installed by
+    jax.distributed.initialize), so all processes stop at the same step; SIGINT is not caught.
+    """
     c = self.config
     total = c.training.num_train_steps
     is_main = jax.process_index() == 0
     handlers = {}
-    if threading.current_thread() is threading.main_thread():
+    if (threading.current_thread() is threading.main_thread() and jax.process_count() == 1):
       for sig in (signal.SIGTERM, signal.SIGINT):
         handlers[sig] = signal.signal(sig, self._handle_signal)
     try:
@@ -338,10 +380,10 @@ class Trainer:
     state = jax_utils.replicate(self.state, axis_name=AXIS)
     train_iter = jax_utils.prefetch_to_device(self.train_iter, 2, axis_name=AXIS)
     images_per_step = c.training.batch_size
-    logging.info("Training %s for %d steps from step %d: %d parameters, %d devices, global batch %d.",
-                 c.data.dataset, total, self.start_step,
-                 sum(np.size(p) for p in jax.tree_util.tree_leaves(self.state.params)),
-                 jax.device_count(), images_per_step)
+    logging.info("Training %s for %d steps from step %d: %d parameters, %d devices (%d "
+                 "process(es)), global batch %d, model dtype %s.", c.data.dataset, total,
+                 self.start_step, sum(np.size(p) for p in jax.tree_util.tree_leaves(self.state.params)),
+                 jax.device_count(), jax.process_count(), images_per_step, c.model.dtype)
     pending: list = []  # (step, device metrics) not yet fetched.
     fetched: list = []  # (step, host metrics) since the last log line.
     t_log, step_log = time.time(), self.start_step
@@ -349,7 +391,7 @@ class Trainer:
     metrics_path = os.path.join(self.workdir, "metrics.jsonl")
 
     def drain():
-      host = jax.device_get([jax.tree_util.tree_map(lambda x: x[0], m) for _, m in pending])
+      host = [unreplicate(m) for _, m in pending]
       new = [(s, m) for (s, _), m in zip(pending, host)]
       pending.clear()
       self._check_finite(new)
@@ -368,7 +410,10 @@ class Trainer:
         jax.block_until_ready(metrics)
         logging.info("First step (compilation included) took %.1f s.", time.time() - t_start)
         t_log, step_log = time.time(), step
-      stop = bool(self.stop_requested)  # Read once: a signal may arrive at any bytecode.
+      if jax.process_count() > 1:
+        stop = self._preempted(step)
+      else:
+        stop = bool(self.stop_requested)  # Read once: a signal may arrive at any bytecode.
       last = step == total or stop
       if step % c.training.log_every_steps == 0 or last:
         drain()

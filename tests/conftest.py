@@ -1,11 +1,22 @@
-"""Test setup: 4 forced CPU devices (before jax is imported) and the offline TFDS data dir."""
+"""Test setup: 4 forced CPU devices (before jax is imported), the offline TFDS data dir and a
+per-session XLA compilation cache."""
 
+import atexit
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A fresh persistent XLA compilation cache for this session, removed at exit and inherited by
+# the `python -m ddpm.main` subprocesses: the many runs of configs/tiny.py compile the same
+# programs (train step, sampler) once instead of once per run. XLA flags are part of its key.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _xla_cache = tempfile.mkdtemp(prefix="ddpm-tests-xla-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _xla_cache
+  atexit.register(shutil.rmtree, _xla_cache, ignore_errors=True)
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _shared = REPO.parent / "shared" / "data" / "tensorflow_datasets"
 if "TFDS_DATA_DIR" not in os.environ and _shared.is_dir():

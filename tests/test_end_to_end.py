@@ -122,6 +122,7 @@ def test_eval_mode_writes_metrics_and_figures(trained):
     (["--mode=sample", "--config.sampling.guidance_weight=2"],
      "guidance_weight=2.0 needs a class-conditional model"),
     (["--config.training.trainable=^decoder_"], "'^decoder_' matches no parameter"),
+    (["--num_processes=2", "--coordinator_address=127.0.0.1:1234"], "needs --process_id"),
 ])
 def test_bad_input_stops_with_one_line_and_leaves_checkpoints_untouched(trained, args, message):
   workdir, _, _ = trained

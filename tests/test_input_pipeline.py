@@ -1,6 +1,8 @@
 """The tf.data pipeline on tfds' mock data: shapes, range, epochs, exact resume, errors."""
 
 import itertools
+import os
+import pathlib
 
 import jax
 import numpy as np
@@ -47,6 +49,10 @@ def test_each_epoch_is_a_permutation_and_resume_is_exact(mock_mnist):
   assert len({x.tobytes() for x in epoch0}) == N  # No example twice within an epoch.
   assert {x.tobytes() for x in epoch0} == {x.tobytes() for x in epoch1}
   assert not np.array_equal(epoch0, epoch1)  # Reshuffled each epoch.
+  # Every example carries its index in the split: each epoch is a permutation of 0..N-1.
+  index = np.concatenate([b["index"].ravel() for b in batches])
+  assert batches[0]["index"].shape == batches[0]["label"].shape and index.dtype == np.int32
+  assert sorted(index[:N]) == sorted(index[N:2 * N]) == list(range(N))
   # Padding to 32 puts 2 rows of black (-1) above and below each 28x28 image.
   assert np.all(batches[0]["image"][..., :2, :, :] == -1.0)
   for start in (1, 3, 4):  # Resume inside and across epoch boundaries.
@@ -114,3 +120,30 @@ def test_a_conditional_model_needs_enough_classes_in_the_dataset(mock_mnist):
                                        r"num_classes >= 10") as e:
     input_pipeline.check_labels(builder, _config().data, 5)
   assert "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(
+    not (pathlib.Path(os.environ.get("TFDS_DATA_DIR", "/nonexistent")) / "mnist").is_dir(),
+    reason="needs the prepared MNIST in TFDS_DATA_DIR (mock data has no split sizes)")
+@pytest.mark.parametrize("split", ["train", "test[10:90]"])
+def test_processes_read_disjoint_contiguous_slices_that_cover_the_split(split):
+  """For P processes, process p's slice starts where process p-1's ends (its first index is
+  the sizes of processes < p summed), and together they are the whole split, each example once."""
+  builder = input_pipeline.get_builder(_config().data)
+  total = builder.info.splits[split].num_examples
+  for count in (1, 2, 3, 7):
+    start = 0
+    for p in range(count):
+      sub, first = input_pipeline.process_split(builder, split, p, count)
+      size = builder.info.splits[sub].num_examples
+      assert first == start and abs(size - total / count) < 1
+      start += size
+    assert start == total
+  if total > 1000:
+    return
+  # What the pipeline reads under one of those splits is exactly that slice of the split.
+  sub, first = input_pipeline.process_split(builder, split, 2, 3)
+  n = builder.info.splits[sub].num_examples
+  read = lambda s: np.stack([ex["image"] for ex in tfds.as_numpy(
+      input_pipeline._base_dataset(builder, s, _config().data))])
+  np.testing.assert_array_equal(read(sub), read(split)[first:first + n])
