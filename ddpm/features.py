@@ -38,8 +38,8 @@ def check_images(images, image_shape: tuple[int, int, int] | None = None,
   if x.ndim != 4:
     raise ValueError(f"{name} must be [N, H, W, C], got shape {x.shape}.")
   if image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape):
-    raise ValueError(f"{name} have shape {tuple(x.shape[1:])} per image; expected "
-                     f"{tuple(image_shape)} (H, W, C).")
+    raise ValueError(f"{name} have shape {tuple(x.shape[1:])} per image; this model "
+                     f"expects {tuple(image_shape)} (H, W, C).")
   if x.dtype == np.uint8:
     return x
   if not np.issubdtype(x.dtype, np.floating):
