@@ -17,7 +17,7 @@ def get_config():
   config = mnist.get_config()
   config.model.num_classes = 10
   config.training.label_dropout = 0.1
-  config.training.num_train_steps = 6000
+  config.training.num_train_steps = 5000
   config.training.sample_every_steps = 1000
   config.training.checkpoint_every_steps = 500
   config.training.keep_every_steps = 2000

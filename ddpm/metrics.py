@@ -85,10 +85,16 @@ def fid(features1, features2) -> float:
 
 
 def inception_score(probs, splits: int = 10) -> tuple[float, float]:
-  """(mean, std) over `splits` parts of exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016)."""
+  """(mean, std) over `splits` parts of exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016).
+
+  The rows are split after a fixed random permutation: the definition assumes i.i.d. rows,
+  and samples drawn in class blocks (a class-conditional model's one-row-per-class order)
+  would otherwise give each split a single class and a score near 1.
+  """
   p = _check_features(probs, "probs", splits)
   if np.any(p < 0) or not np.allclose(p.sum(1), 1.0, atol=1e-4):
     raise ValueError("probs must be rows of class probabilities (>= 0, summing to 1).")
+  p = p[np.random.default_rng(0).permutation(len(p))]
   scores = []
   for part in np.array_split(p, splits):
     py = part.mean(0, keepdims=True)

@@ -15,11 +15,11 @@ run() { python3 -m ddpm.main --config=configs/mnist_conditional.py --workdir="$W
 fast="--config.sampling.method=dpm_solver_pp_2m --config.sampling.num_steps=20 --config.sampling.spacing=quadratic"
 
 # 1. Guidance: accuracy of the requested class, FID/IS/precision/recall per weight.
-python3 experiments/conditional/guidance_sweep.py --workdir="$WORKDIR" --out="$OUT"
+python3 experiments/conditional/guidance_sweep.py --workdir="$WORKDIR" --out="$OUT" --num=500 --weights=-1,0,0.5,1,2,4
 
-# 2. Samples: one row per class, guided (w = 1), DDPM with all 1000 steps.
+# 2. Samples: one row per class (3 each), guided (w = 1), DDPM with all 1000 steps.
 run --mode=sample --config.sampling.method=ddpm --config.sampling.num_steps=1000 \
-    --config.sampling.guidance_weight=1 --config.sampling.num_samples=100
+    --config.sampling.guidance_weight=1 --config.sampling.num_samples=30 --config.sampling.batch_size=30
 cp "$WORKDIR/samples/ddpm1000_w1_seed0_step$STEP.png" "$OUT/samples_ddpm1000_w1.png"
 
 # 3. Denoising (test images plus noise of std 0.2 and 0.4 on [0, 1]) and SDEdit.
@@ -52,17 +52,17 @@ cp "$WORKDIR/edit/forward_step$STEP.png" "$OUT/process_forward.png"
 cp "$WORKDIR/edit/reverse_ddpm1000_w1_class3_step$STEP.png" "$OUT/process_reverse.png"
 cp "$WORKDIR/edit/reverse_ddpm1000_w1_class3_step$STEP.gif" "$OUT/process_reverse.gif"
 
-# 6. Synthetic data (500 per class, guided w = 1) and the augmentation experiment.
+# 6. Synthetic data (100 per class, guided w = 1) and the augmentation experiment.
 [ -d "$WORKDIR/synthetic/tfds/mnist_synthetic" ] || \
-  run --mode=synthesize --config.synthesize.num_per_class=500 --config.sampling.guidance_weight=1 \
+  run --mode=synthesize --config.synthesize.num_per_class=100 --config.sampling.guidance_weight=1 \
       --config.sampling.batch_size=250 $fast
 cp "$WORKDIR/synthetic/mnist_synthetic.png" "$OUT/synthetic.png"
 python3 experiments/conditional/augmentation.py --synthetic="$WORKDIR/synthetic/mnist_synthetic.npz" --out="$OUT"
 
 # 7. Anomaly scores: MNIST test (normal) vs. Fashion-MNIST test (anomalous).
-run --mode=anomaly --config.anomaly.anomalous=fashion_mnist
+run --mode=anomaly --config.anomaly.anomalous=fashion_mnist --config.anomaly.num_images=500
 cp "$WORKDIR/anomaly/${STEP}_fashion_mnist.json" "$OUT/anomaly.json"
 cp "$WORKDIR/anomaly/${STEP}_fashion_mnist.png" "$OUT/anomaly.png"
 
 # 8. Fine-tuning on Fashion-MNIST: from scratch, all parameters, decoder only.
-python3 experiments/conditional/finetune_fashion.py --source="$WORKDIR" --runs="$RUNS" --out="$OUT"
+python3 experiments/conditional/finetune_fashion.py --source="$WORKDIR" --runs="$RUNS" --out="$OUT" --steps=300 --num=500
