@@ -106,6 +106,7 @@ def save_figure(path: str, scores: dict, aurocs: dict, normal_name: str, anomalo
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 
   names = list(scores)
   fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.2))
@@ -117,6 +118,7 @@ def save_figure(path: str, scores: dict, aurocs: dict, normal_name: str, anomalo
     ax.hist(anomalous, bins=bins, alpha=0.6, label=f"{anomalous_name} (anomalous)")
     if lo > 0:
       ax.set_xscale("log")
+      ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # Decades only.
     ax.set_title(f"{name} score, AUROC {aurocs[name]:.4f}", fontsize=9)
     ax.legend(fontsize=7)
   for name in names:

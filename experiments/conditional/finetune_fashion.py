@@ -1,6 +1,7 @@
 r"""Fine-tuning the class-conditional MNIST model on Fashion-MNIST, against training from scratch.
 
-Three runs of configs/fashion_mnist_finetune.py (800 steps, batch 64), through the command line:
+Three runs of configs/fashion_mnist_finetune.py (batch 64, --steps each: default 800;
+experiments/conditional/README.md used 300), through the command line:
 
   scratch : a fresh model;
   full    : every parameter, starting from the MNIST model's EMA parameters;

@@ -40,8 +40,7 @@ for mask in center_box bottom_half; do
   run --mode=inpaint --config.edit.mask=$mask --config.edit.num_images=10 \
       --config.sampling.batch_size=10
   cp "$WORKDIR/edit/inpaint_${mask}_step$STEP.png" "$OUT/inpaint_$mask.png"
-  python3 -c "import numpy as np, json; f = np.load('$WORKDIR/edit/inpaint_${mask}_step$STEP.npz'); \
-print(json.dumps({k: float(f[k]) for k in ('mse_known', 'mse_hole', 'network_calls', 'seconds')}))" \
+  python3 experiments/conditional/inpaint_baselines.py "$WORKDIR/edit/inpaint_${mask}_step$STEP.npz" \
       > "$OUT/inpaint_$mask.json"
 done
 
@@ -57,7 +56,8 @@ cp "$WORKDIR/edit/reverse_ddpm1000_w1_class3_step$STEP.gif" "$OUT/process_revers
   run --mode=synthesize --config.synthesize.num_per_class=100 --config.sampling.guidance_weight=1 \
       --config.sampling.batch_size=250 $fast
 cp "$WORKDIR/synthetic/mnist_synthetic.png" "$OUT/synthetic.png"
-python3 experiments/conditional/augmentation.py --synthetic="$WORKDIR/synthetic/mnist_synthetic.npz" --out="$OUT"
+python3 experiments/conditional/augmentation.py --synthetic="$WORKDIR/synthetic/mnist_synthetic.npz" --out="$OUT" \
+    --sizes=10,100 --seeds=0,1 --steps=400
 
 # 7. Anomaly scores: MNIST test (normal) vs. Fashion-MNIST test (anomalous).
 run --mode=anomaly --config.anomaly.anomalous=fashion_mnist --config.anomaly.num_images=500
