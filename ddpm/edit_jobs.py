@@ -336,10 +336,8 @@ class DenoiseJob(_EditJob):
     noisy_u8 = image_grid.to_uint8(noisy)
     result = dict(t0=t0, num_steps=steps, method=s.method, noise_sigma=float(e.noise_sigma),
                   strength=float(e.strength), seconds=seconds)
-    if e.strength == 0:
-      rows, labels = [noisy_u8, denoised], ["noisy", "denoised"]
-    else:  # SDEdit: the input (noisy or not) and its edit.
-      rows, labels = [noisy_u8, denoised], ["input", "edited"]
+    rows = [noisy_u8, denoised]  # SDEdit: the input (noisy or not) and its edit.
+    labels = ["noisy", "denoised"] if e.strength == 0 else ["input", "edited"]
     if e.add_noise:  # The clean originals are known: score against them.
       rows, labels = [self.images] + rows, ["original"] + labels
       ref = self.images.astype(np.float64) / 255.0

@@ -30,7 +30,6 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -39,15 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def log(msg: str) -> None:
-  print(msg, file=sys.stderr, flush=True)
-
-
-def peak_rss_mb() -> tuple[float, float]:
-  own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-  return own, children
+from bench_util import log, peak_rss_mb  # noqa: E402
 
 
 def flops_of(compiled) -> float:

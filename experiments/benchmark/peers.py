@@ -38,7 +38,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -49,18 +48,9 @@ import types
 import torch
 import torch.nn.functional as F
 
+from bench_util import log, peak_rss_mb  # noqa: E402
+
 T = 1000
-
-
-def log(msg: str) -> None:
-  print(msg, file=sys.stderr, flush=True)
-
-
-def peak_rss_mb() -> tuple[float, float]:
-  """(this process, largest waited-for child) peak resident set size in MB (ru_maxrss is KB)."""
-  own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-  return own, children
 
 
 @contextlib.contextmanager
