@@ -6,3 +6,8 @@ the network in `unet`, and the training program around them in `train`, `input_p
 """
 
 __version__ = "0.1.0"
+
+from ddpm import xla_flags as _xla_flags
+
+# Faster CPU convolutions (YNNPACK); must happen before JAX creates its backends. See xla_flags.
+_xla_flags.add_default_cpu_flags()

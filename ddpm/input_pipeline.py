@@ -19,7 +19,6 @@ from typing import Iterator
 
 import jax
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
@@ -28,13 +27,37 @@ from ddpm import distributed
 RESIZE_METHODS = ("pad", "resize", "none")
 
 
-def _hide_gpus_from_tf() -> None:
-  # tf.data only: keep TensorFlow off any GPU/TPU so it never competes with JAX for memory.
-  try:
-    tf.config.set_visible_devices([], "GPU")
-    tf.config.set_visible_devices([], "TPU")
-  except (RuntimeError, ValueError):  # Already initialized or no such device type.
-    pass
+_tensorflow = None
+
+
+def _load_tensorflow():
+  """Imports TensorFlow on first use and keeps it off any GPU/TPU (tf.data only: it must never
+  compete with JAX for accelerator memory). Must run before tfds builds a tf.data pipeline."""
+  global _tensorflow
+  if _tensorflow is None:
+    import tensorflow  # pylint: disable=g-import-not-at-top
+    try:
+      tensorflow.config.set_visible_devices([], "GPU")
+      tensorflow.config.set_visible_devices([], "TPU")
+    except (RuntimeError, ValueError):  # Already initialized or no such device type.
+      pass
+    _tensorflow = tensorflow
+  return _tensorflow
+
+
+class _LazyTensorFlow:
+  """`tf`: the `tensorflow` module, imported by `_load_tensorflow` on first attribute access.
+
+  Importing TensorFlow costs ~0.5 GB of resident memory, more once it runs; only the input
+  pipelines of training and evaluation need it, so merely importing `ddpm.train` (sampling,
+  editing, the benchmark's train step on in-memory data) does not pay for it.
+  """
+
+  def __getattr__(self, name):
+    return getattr(_load_tensorflow(), name)
+
+
+tf = _LazyTensorFlow()
 
 
 def data_dir_from_config(data_config) -> str | None:
@@ -154,7 +177,7 @@ def create_train_iterator(config, start_step: int = 0) -> Iterator[dict]:
 
   The batch at any step depends only on (config.seed, step), not on when the run started.
   """
-  _hide_gpus_from_tf()
+  _load_tensorflow()
   dc = config.data
   builder = get_builder(dc)
   ensure_prepared(builder, dc)
@@ -204,7 +227,7 @@ def shard_batch(batch: dict) -> dict:
 
 def load_examples(config, split: str, num: int) -> dict:
   """The first `num` preprocessed examples of `split` (no shuffling) as numpy arrays."""
-  _hide_gpus_from_tf()
+  _load_tensorflow()
   dc = config.data
   builder = get_builder(dc)
   ensure_prepared(builder, dc)
@@ -215,7 +238,7 @@ def load_examples(config, split: str, num: int) -> dict:
 def load_split_uint8(config, split: str, num: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """(images uint8 [N, H, W, C], labels int32 [N]): the first `num` (None: all) examples of
   `split`, preprocessed as for training (size, padding) and mapped back to [0, 255]."""
-  _hide_gpus_from_tf()
+  _load_tensorflow()
   dc = config.data
   builder = get_builder(dc)
   ensure_prepared(builder, dc)

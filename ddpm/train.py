@@ -32,7 +32,6 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from clu import metric_writers
 from flax import jax_utils
 from jax.experimental import multihost_utils
 
@@ -369,6 +368,8 @@ class Trainer:
 
   def _run(self, c, total: int, is_main: bool) -> TrainState:
     # TensorBoard events from process 0 only; the console line below is the human log.
+    # clu's writers import TensorFlow (~0.5 GB): only a training run pays for that.
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
     writer = (metric_writers.SummaryWriter(self.workdir) if is_main
               else metric_writers.MultiWriter([]))
     if is_main:

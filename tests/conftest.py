@@ -24,6 +24,8 @@ if "TFDS_DATA_DIR" not in os.environ and _shared.is_dir():
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))  # `from configs import ...`
 
+import ddpm  # noqa: E402,F401  (adds its XLA CPU flags before anything initialises JAX)
+
 import hypothesis  # noqa: E402
 
 hypothesis.settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True)

@@ -13,3 +13,19 @@ def test_ddpm_imports_outside_the_repository(tmp_path):
                        timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.split()[0] == str(REPO / "ddpm" / "__init__.py")
+
+
+def test_tensorflow_is_imported_only_by_the_input_pipeline(tmp_path):
+  # TensorFlow costs ~0.5 GB of RSS: sampling, editing and evaluation code must not pull it in;
+  # the input pipeline's first use does (and keeps it off accelerators).
+  code = ("import sys, ddpm.main, ddpm.train, ddpm.sample_job, ddpm.edit_jobs, ddpm.evaluate\n"
+          "assert 'tensorflow' not in sys.modules, 'imported TensorFlow'\n"
+          "from ddpm import input_pipeline\n"
+          "assert 'tensorflow' not in sys.modules\n"
+          "input_pipeline.tf.constant(1)\n"
+          "assert 'tensorflow' in sys.modules\n"
+          "print(input_pipeline.tf.config.get_visible_devices('GPU'))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -34,6 +34,7 @@ import statistics
 import sys
 import time
 
+import ddpm  # noqa: F401  (first: ddpm/xla_flags.py sets its XLA CPU flags before JAX starts)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -205,6 +206,8 @@ def run_matmul(args) -> dict:
 def main(argv=None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--task", choices=("train", "sample", "flops", "matmul"), default="train")
+  p.add_argument("--mode", default="jit", help="label only: run_all.py sets jit-eigen's "
+                 "environment (DDPM_NO_XLA_CPU_FLAGS=1)")
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--image-size", type=int, default=32)
   p.add_argument("--channels", type=int, default=1)
@@ -219,7 +222,7 @@ def main(argv=None) -> dict:
   # Compile times must include the compilation: never load executables from a disk cache.
   jax.config.update("jax_enable_compilation_cache", False)
 
-  result = {"impl": "ddpm", "mode": "jit", "task": args.task, "batch": args.batch,
+  result = {"impl": "ddpm", "mode": args.mode, "task": args.task, "batch": args.batch,
             "image_size": args.image_size, "channels": args.channels, "dtype": args.dtype,
             "jax": jax.__version__, "backend": jax.default_backend(),
             "devices": jax.local_device_count(), "xla_flags": os.environ.get("XLA_FLAGS", "")}

@@ -33,6 +33,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 PEERS = ("diffusers", "lucidrains")
 PEER_MODES = ("eager", "compile")
+DDPM_MODES = ("jit", "jit-eigen")
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
              "amx_tile", "amx_bf16", "amx_int8")
 
@@ -50,6 +51,11 @@ def parse_args(argv=None):
                       "writes to experiments/benchmark/smoke/ unless --out is given")
   p.add_argument("--impls", type=csv(str), default=["ddpm", *PEERS])
   p.add_argument("--modes", type=csv(str), default=list(PEER_MODES), help="the peers' modes")
+  p.add_argument("--ddpm-modes", type=csv(str), default=list(DDPM_MODES),
+                 help="ddpm's modes: jit (the package's XLA CPU flags: YNNPACK convolutions), "
+                      "jit-eigen (DDPM_NO_XLA_CPU_FLAGS=1: XLA's default Eigen convolutions)")
+  p.add_argument("--max-batch-pixels", type=int, default=None,
+                 help="skip training runs whose batch x image_size^2 exceeds this (memory)")
   p.add_argument("--batches", type=csv(int), default=[64, 128], help="training batches")
   p.add_argument("--image-sizes", type=csv(int), default=[32])
   p.add_argument("--sample-batch", type=int, default=64)
@@ -96,8 +102,10 @@ def plan(args) -> list[dict]:
     runs.append(dict(impl="torch", mode="eager", task="matmul", batch=0, image_size=0))
   for size in args.image_sizes:
     for impl in args.impls:
-      for mode in (["jit"] if impl == "ddpm" else args.modes):
+      for mode in (args.ddpm_modes if impl == "ddpm" else args.modes):
         for batch in args.batches:
+          if args.max_batch_pixels and batch * size * size > args.max_batch_pixels:
+            continue
           runs.append(dict(impl=impl, mode=mode, task="train", batch=batch, image_size=size))
         if not args.no_sample:
           runs.append(dict(impl=impl, mode=mode, task="sample", batch=args.sample_batch,
@@ -116,7 +124,7 @@ def command(run: dict, args) -> list[str]:
                "--sample-steps", ",".join(map(str, args.sample_steps))]
   if run["impl"] == "ddpm":
     extra = ["--sample-repeats", "1"] if args.quick else []
-    return [sys.executable, str(HERE / "ours.py"), *common, *extra]
+    return [sys.executable, str(HERE / "ours.py"), "--mode", run["mode"], *common, *extra]
   impl = "torch" if run["task"] == "matmul" else run["impl"]
   return [args.peer_python, str(HERE / "peers.py"), "--impl", impl, "--mode", run["mode"],
           "--threads", str(args.threads), *common]
@@ -128,6 +136,8 @@ def execute(run: dict, args) -> dict:
   env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
   if run["impl"] != "ddpm":
     env["OMP_NUM_THREADS"] = str(args.threads)
+  elif run["mode"] == "jit-eigen":
+    env["DDPM_NO_XLA_CPU_FLAGS"] = "1"  # ddpm/xla_flags.py: XLA's default CPU convolutions.
   label = f"{run['impl']} {run['mode']} {run['task']} batch {run['batch']} size {run['image_size']}"
   print(f"[{time.strftime('%H:%M:%S')}] {label}: {' '.join(cmd)}", flush=True)
   t0 = time.time()
@@ -265,7 +275,8 @@ def render(data: dict) -> str:
         f"| {_f(s.get('sample_s_per_step'), '{:.3f}')} | {r['first_step_s']:.1f} "
         f"| {r['peak_rss_mb']:.0f} |")
   # Ratios: ddpm / each peer configuration.
-  ours = {(r["image_size"], r["batch"]): r for r in train if r["impl"] == "ddpm"}
+  ours = {(r["image_size"], r["batch"]): r for r in train
+          if r["impl"] == "ddpm" and r["mode"] == "jit"}
   ratio_rows = []
   for r in train:
     o = ours.get((r["image_size"], r["batch"]))
