@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 
+import ddpm  # noqa: F401  (first: its XLA CPU flags, ddpm/xla_flags.py, before JAX starts)
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

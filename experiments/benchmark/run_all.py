@@ -58,7 +58,12 @@ def parse_args(argv=None):
                  help="skip training runs whose batch x image_size^2 exceeds this (memory)")
   p.add_argument("--batches", type=csv(int), default=[64, 128], help="training batches")
   p.add_argument("--image-sizes", type=csv(int), default=[32])
-  p.add_argument("--sample-batch", type=int, default=64)
+  p.add_argument("--sample-batch", type=int, default=64,
+                 help="the sampling batch of the main table and the peer ratios")
+  p.add_argument("--sample-batches", type=csv(int), default=None,
+                 help="sampling batches to measure [--sample-batch]")
+  p.add_argument("--sample-repeats", type=int, default=None,
+                 help="ddpm's timed sampler runs per step count (median) [2]")
   p.add_argument("--sample-steps", type=csv(int), default=None, help="DDIM step counts [20,50]")
   p.add_argument("--no-sample", action="store_true", help="skip the sampling measurements")
   p.add_argument("--warmup", type=int, default=None, help="untimed steps after the first [3]")
@@ -81,6 +86,8 @@ def parse_args(argv=None):
       setattr(args, k, v)
   if args.out is None:
     args.out = str(HERE / "smoke") if quick else str(HERE)
+  if args.sample_batches is None:
+    args.sample_batches = [args.sample_batch]
   if not quick and args.steps < 10:
     p.error(f"--steps={args.steps}: the benchmark's medians need >= 10 timed steps "
             "(--quick is the smoke run).")
@@ -107,8 +114,8 @@ def plan(args) -> list[dict]:
           if args.max_batch_pixels and batch * size * size > args.max_batch_pixels:
             continue
           runs.append(dict(impl=impl, mode=mode, task="train", batch=batch, image_size=size))
-        if not args.no_sample:
-          runs.append(dict(impl=impl, mode=mode, task="sample", batch=args.sample_batch,
+        for sample_batch in ([] if args.no_sample else args.sample_batches):
+          runs.append(dict(impl=impl, mode=mode, task="sample", batch=sample_batch,
                            image_size=size))
   return runs
 
@@ -123,7 +130,8 @@ def command(run: dict, args) -> list[str]:
                "--warmup", str(args.warmup),
                "--sample-steps", ",".join(map(str, args.sample_steps))]
   if run["impl"] == "ddpm":
-    extra = ["--sample-repeats", "1"] if args.quick else []
+    repeats = 1 if args.quick else args.sample_repeats
+    extra = ["--sample-repeats", str(repeats)] if repeats else []
     return [sys.executable, str(HERE / "ours.py"), "--mode", run["mode"], *common, *extra]
   impl = "torch" if run["task"] == "matmul" else run["impl"]
   return [args.peer_python, str(HERE / "peers.py"), "--impl", impl, "--mode", run["mode"],
@@ -226,12 +234,14 @@ def marginal_s_per_step(sample: dict) -> float | None:
 
 def render(data: dict) -> str:
   rs = data["results"]
+  m, v, a = data["machine"], data["versions"], data["args"]
   ok = [r for r in rs if "error" not in r]
   matmul = {r["impl"]: r for r in ok if r["task"] == "matmul"}
   peak = matmul.get("ddpm", {}).get("gflops")
   train = [r for r in ok if r["task"] == "train"]
-  sample = {(r["impl"], r["mode"], r["image_size"]): r for r in ok if r["task"] == "sample"}
-  m, v, a = data["machine"], data["versions"], data["args"]
+  sample = {(r["impl"], r["mode"], r["image_size"], r["batch"]): r
+            for r in ok if r["task"] == "sample"}
+  sb = a.get("sample_batch")
   lines = []
   if a.get("quick"):
     lines += ["> **SMOKE RUN (--quick): 2 timed steps, tiny sampler. Not a measurement; do not "
@@ -267,7 +277,7 @@ def render(data: dict) -> str:
             " | first step s (compile) | peak RSS MB |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in train:
-    s = sample.get((r["impl"], r["mode"], r["image_size"]), {})
+    s = sample.get((r["impl"], r["mode"], r["image_size"], sb), {})
     pct = 100 * r["achieved_gflops"] / peak if peak else None
     lines.append(
         f"| {r['impl']} | {r['mode']} | {r['image_size']} | {r['batch']} | {r['images_per_s']:.1f} "
@@ -282,8 +292,8 @@ def render(data: dict) -> str:
     o = ours.get((r["image_size"], r["batch"]))
     if r["impl"] == "ddpm" or o is None:
       continue
-    so = sample.get(("ddpm", "jit", r["image_size"]), {}).get("sample_s_per_step")
-    sp = sample.get((r["impl"], r["mode"], r["image_size"]), {}).get("sample_s_per_step")
+    so = sample.get(("ddpm", "jit", r["image_size"], sb), {}).get("sample_s_per_step")
+    sp = sample.get((r["impl"], r["mode"], r["image_size"], sb), {}).get("sample_s_per_step")
     ratio_rows.append(
         f"| {r['impl']} | {r['mode']} | {r['image_size']} | {r['batch']} "
         f"| {o['images_per_s'] / r['images_per_s']:.2f}x "
@@ -303,7 +313,7 @@ def render(data: dict) -> str:
               "| implementation | mode | image | batch | DDIM steps | run s | s/step | "
               "marginal s/step | compile s | first run s | peak RSS MB |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (impl, mode, size), r in sample.items():
+    for (impl, mode, size, _), r in sample.items():
       marg = marginal_s_per_step(r["sample"])
       for n, sr in sorted(r["sample"].items(), key=lambda kv: int(kv[0])):
         lines.append(f"| {impl} | {mode} | {size} | {r['batch']} | {n} | {sr['run_s']:.2f} "
@@ -342,13 +352,24 @@ def render(data: dict) -> str:
   return "\n".join(lines)
 
 
+HANDWRITTEN = "<!-- Hand-written below this line: kept when RESULTS.md is re-written. -->"
+
+
+def write_results_md(path: pathlib.Path, data: dict) -> None:
+  """RESULTS.md = render(data), plus whatever follows HANDWRITTEN in the existing file."""
+  text = render(data)
+  if path.exists() and HANDWRITTEN in (old := path.read_text()):
+    text = text.rstrip("\n") + "\n\n" + old[old.index(HANDWRITTEN):]
+  path.write_text(text)
+
+
 def main(argv=None) -> None:
   args = parse_args(argv)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   if args.render_only:
     data = json.loads((out / "results.json").read_text())
-    (out / "RESULTS.md").write_text(render(data))
+    write_results_md(out / "RESULTS.md", data)
     print(f"wrote {out / 'RESULTS.md'}")
     return
   if any(i in PEERS for i in args.impls) and not os.path.exists(args.peer_python):
@@ -372,7 +393,7 @@ def main(argv=None) -> None:
     data["load_end"] = loadavg()
     data["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
     (out / "results.json").write_text(json.dumps(data, indent=1))  # After every measurement.
-  (out / "RESULTS.md").write_text(render(data))
+  write_results_md(out / "RESULTS.md", data)
   failed = sum("error" in r for r in data["results"])
   print(f"wrote {out / 'results.json'} and {out / 'RESULTS.md'}"
         + (f"; {failed} measurement(s) failed" if failed else ""))
