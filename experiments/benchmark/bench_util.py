@@ -3,10 +3,18 @@ standard library, so it imports in both interpreters (each script's folder is on
 
 import resource
 import sys
+import time
 
 
 def log(msg: str) -> None:
   print(msg, file=sys.stderr, flush=True)
+
+
+def timed(fn) -> float:
+  """Wall-clock seconds of one call of fn() (fn must block until its work is done)."""
+  t0 = time.perf_counter()
+  fn()
+  return time.perf_counter() - t0
 
 
 def peak_rss_mb() -> tuple[float, float]:

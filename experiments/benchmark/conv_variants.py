@@ -5,13 +5,12 @@ against lax.conv_general_dilated, forward and forward + backward, batch 64, floa
 
 Result in experiments/benchmark/PROFILE.md: im2col loses (the 9x patch tensor is memory-bound).
 """
-import time, statistics, jax, jax.numpy as jnp
-import time, statistics, jax, jax.numpy as jnp
-def t(fn,*a,r=10):
-  jax.block_until_ready(fn(*a)); jax.block_until_ready(fn(*a)); ts=[]
-  for _ in range(r):
-    s=time.perf_counter(); jax.block_until_ready(fn(*a)); ts.append(time.perf_counter()-s)
-  return statistics.median(ts)
+import os
+# As recorded in PROFILE.md: XLA's default (Eigen) convolutions, which profile_ops' `import ddpm`
+# would otherwise replace by YNNPACK's (ddpm/xla_flags.py). Run with =0 to compare under YNN.
+os.environ.setdefault("DDPM_NO_XLA_CPU_FLAGS", "1")
+import jax, jax.numpy as jnp
+from profile_ops import timeit as t  # median of 10 after 2 warm-up calls
 def conv(x,w): return jax.lax.conv_general_dilated(x,w,(1,1),"SAME",dimension_numbers=("NHWC","HWIO","NHWC"))
 def im2col(x,w):
   B,H,W,C=x.shape; xp=jnp.pad(x,((0,0),(1,1),(1,1),(0,0)))

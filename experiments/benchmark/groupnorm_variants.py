@@ -8,12 +8,13 @@ configs/benchmark.py's U-Net, batch 64, float32, the package's XLA flags: one ji
 forward (median of 8), and 10 forwards chained in one lax.scan as the sampler runs them.
 Result in experiments/benchmark/PROFILE.md.
 """
-import pathlib, sys, time, statistics
+import pathlib, sys
 import ddpm
 import jax, jax.numpy as jnp, flax.linen as nn
 from ddpm import unet, train
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from configs import benchmark
+from profile_ops import timeit  # median after 2 warm-up calls
 
 class CustomGN(nn.Module):
   num_groups: int
@@ -49,11 +50,6 @@ def loop(p, x):  # 10 forwards in one executable, as in the sampler's scan
   def body(c, i): return c + 0.01 * model.apply({"params": p}, c, t, train=False), None
   return jax.lax.scan(body, x, jnp.arange(10))[0]
 g = jax.jit(loop)
-jax.block_until_ready(f(params, x, t)); jax.block_until_ready(g(params, x))
-ts=[]; 
-for _ in range(8):
-  s=time.perf_counter(); jax.block_until_ready(f(params, x, t)); ts.append(time.perf_counter()-s)
-ts2=[]
-for _ in range(3):
-  s=time.perf_counter(); jax.block_until_ready(g(params, x)); ts2.append((time.perf_counter()-s)/10)
-print(sys.argv[1], f"fwd {statistics.median(ts)*1e3:.1f} ms  in-scan {statistics.median(ts2)*1e3:.1f} ms/fwd")
+fwd = timeit(f, params, x, t, repeats=8)
+in_scan = timeit(g, params, x, repeats=3) / 10
+print(sys.argv[1], f"fwd {fwd*1e3:.1f} ms  in-scan {in_scan*1e3:.1f} ms/fwd")

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench_util import log, peak_rss_mb  # noqa: E402
+from bench_util import log, peak_rss_mb, timed  # noqa: E402
 
 
 def flops_of(compiled) -> float:
@@ -66,12 +66,6 @@ def benchmark_config(args):
   config.sampling.batch_size = args.batch
   config_validation.validate_config(config)
   return config
-
-
-def timed(fn) -> float:
-  t0 = time.perf_counter()
-  fn()
-  return time.perf_counter() - t0
 
 
 def matmul_conv_flops(jaxpr) -> int:

@@ -48,7 +48,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from bench_util import log, peak_rss_mb  # noqa: E402
+from bench_util import log, peak_rss_mb, timed  # noqa: E402
 
 T = 1000
 
@@ -145,12 +145,6 @@ def count_flops(model, forward, image_size: int, channels: int, batch: int = 2) 
     forward(model, x, t).square().mean().backward()
   model.zero_grad(set_to_none=True)
   return fwd, fc.get_total_flops() / batch
-
-
-def timed(fn) -> float:
-  t0 = time.perf_counter()
-  fn()
-  return time.perf_counter() - t0
 
 
 def run_train(args, model, forward, run_model) -> dict:

@@ -28,14 +28,11 @@ VARIANTS = [
 ]
 
 CHILD = r"""
-import statistics, sys, time
+import sys
 import jax, jax.numpy as jnp
+from profile_ops import timeit  # run with cwd = this folder
+t = lambda fn, *a: timeit(fn, *a, repeats=8)
 dt = jnp.dtype(sys.argv[1])
-def t(fn, *a, r=8):
-  jax.block_until_ready(fn(*a)); jax.block_until_ready(fn(*a)); ts = []
-  for _ in range(r):
-    s = time.perf_counter(); jax.block_until_ready(fn(*a)); ts.append(time.perf_counter() - s)
-  return statistics.median(ts)
 def conv(x, w):
   return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -59,7 +56,7 @@ def main():
   for name, flags, dtype in VARIANTS:
     env = dict(os.environ, XLA_FLAGS=flags, DDPM_NO_XLA_CPU_FLAGS="1", TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-c", CHILD, dtype], env=env, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, cwd=os.path.dirname(os.path.abspath(__file__)))
     line = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
     if proc.returncode:
       line = f"failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}"
