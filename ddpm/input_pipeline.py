@@ -14,6 +14,7 @@ disjoint, (almost) equal slices of the split, so the indices say which examples 
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Iterator
 
@@ -27,22 +28,17 @@ from ddpm import distributed
 RESIZE_METHODS = ("pad", "resize", "none")
 
 
-_tensorflow = None
-
-
+@functools.cache
 def _load_tensorflow():
   """Imports TensorFlow on first use and keeps it off any GPU/TPU (tf.data only: it must never
   compete with JAX for accelerator memory). Must run before tfds builds a tf.data pipeline."""
-  global _tensorflow
-  if _tensorflow is None:
-    import tensorflow  # pylint: disable=g-import-not-at-top
-    try:
-      tensorflow.config.set_visible_devices([], "GPU")
-      tensorflow.config.set_visible_devices([], "TPU")
-    except (RuntimeError, ValueError):  # Already initialized or no such device type.
-      pass
-    _tensorflow = tensorflow
-  return _tensorflow
+  import tensorflow  # pylint: disable=g-import-not-at-top
+  try:
+    tensorflow.config.set_visible_devices([], "GPU")
+    tensorflow.config.set_visible_devices([], "TPU")
+  except (RuntimeError, ValueError):  # Already initialized or no such device type.
+    pass
+  return tensorflow
 
 
 class _LazyTensorFlow:
