@@ -6,8 +6,11 @@ import logging
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ddpm import xla_flags
 
@@ -45,6 +48,29 @@ def test_add_appends_once_and_not_after_jax_started(monkeypatch, caplog):
   with caplog.at_level(logging.WARNING):
     assert xla_flags.add_default_cpu_flags(env) == []
   assert env == {} and "initialised before ddpm was imported" in caplog.text
+
+
+_flag_names = st.from_regex(r"xla_[a-z_]{1,20}", fullmatch=True).filter(
+    lambda n: n not in xla_flags.CPU_FLAGS)
+_other_flags = st.lists(st.builds(lambda n, v: f"--{n}={v}", _flag_names,
+                                  st.from_regex(r"[a-z0-9,]{1,8}", fullmatch=True)), max_size=4)
+
+
+@given(other=_other_flags, users_value=st.none() | st.sampled_from(["dot", "dot,eltwise", ""]))
+def test_add_keeps_every_user_flag_and_sets_the_flag_exactly_once(other, users_value):
+  # Whatever XLA_FLAGS held stays, in order; ddpm's flag ends up in it exactly once (with the
+  # user's own value if they gave one); adding again changes nothing.
+  name = next(iter(xla_flags.CPU_FLAGS))
+  before = other + ([] if users_value is None else [f"--{name}={users_value}"])
+  env = {"XLA_FLAGS": " ".join(before)} if before else {}
+  with mock.patch.object(xla_flags, "_accelerator_installed", lambda: False), \
+       mock.patch.object(xla_flags, "_backends_initialized", lambda: False):
+    added = xla_flags.add_default_cpu_flags(env)
+    after = env.get("XLA_FLAGS", "").split()
+    assert after[:len(before)] == before
+    assert sum(f.startswith(f"--{name}=") for f in after) == 1
+    assert added == ([] if users_value is not None else [FLAG])
+    assert xla_flags.add_default_cpu_flags(env) == [] and env.get("XLA_FLAGS", "").split() == after
 
 
 _CONV = """
