@@ -71,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
   # A step with a non-finite loss or gradient is never applied; then "stop" ends the run
   # with an error naming the step, "skip" counts it and goes on.
   training.nan_policy = "stop"
-  # Fine-tuning (ddpm/finetune.py): start from the checkpoint of another run (its workdir, its
+  # Fine-tuning (ddpm/training/finetune.py): start from the checkpoint of another run (its workdir, its
   # checkpoints/ directory or a step directory), taking its EMA ("ema") or raw ("params")
   # parameters, and train only the parameters whose path matches one of the comma-separated
   # regular expressions in `trainable` (empty: all), e.g. "^up_,^out_norm,^conv_out".
@@ -101,7 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.class_label = -1
   sampling.guidance_weight = 0.0
 
-  # --mode=eval: sample quality, likelihood and denoising of a checkpoint (ddpm/evaluate.py).
+  # --mode=eval: sample quality, likelihood and denoising of a checkpoint (ddpm/jobs/evaluate.py).
   # Samples come from config.sampling (method, steps, seed, checkpoint_step, use_ema).
   config.eval = ev = ml_collections.ConfigDict()
   ev.metrics = "samples,bpd,denoise"  # Any of: samples (FID/IS/precision/recall), bpd, denoise.
@@ -112,7 +112,7 @@ def get_config() -> ml_collections.ConfigDict:
   ev.real_split = "test"  # Real images scored like samples: the floor any model is measured by.
   ev.pr_k = 3  # k of the k-NN precision/recall (Kynkaanniemi et al. 2019).
   ev.is_splits = 10
-  ev.inception_weights = ""  # FID Inception .npz for natural images (ddpm/inception.py).
+  ev.inception_weights = ""  # FID Inception .npz for natural images (ddpm/models/inception.py).
   ev.bpd_num_images = 1000  # Test images for the variational bound (bits/dim).
   ev.bpd_num_strata = 50  # Time steps per image (stratified, unbiased); num_timesteps: exact.
   ev.bpd_variance = "beta_tilde"  # Reverse-process variance in the bound: beta_tilde or beta.
@@ -122,13 +122,14 @@ def get_config() -> ml_collections.ConfigDict:
   ev.batch_size = 250  # Images per jit call for the bound and denoising.
   ev.seed = 0
 
-  # --mode=inpaint (RePaint) and --mode=process (pictures of the process), ddpm/edit_jobs.py.
+  # --mode=inpaint (RePaint), --mode=process (pictures of the process) and --mode=denoise:
+  # ddpm/jobs/inpaint.py, process.py, denoise.py.
   # The checkpoint is chosen by config.sampling (checkpoint_step, use_ema); the process
   # figures' reverse trajectory uses config.sampling's sampler.
   config.edit = edit = ml_collections.ConfigDict()
   edit.input = ""  # An .npz with `images` or a folder of PNGs; empty: data.eval_split images.
   edit.num_images = 8
-  edit.mask = "center_box"  # A built-in (ddpm.inpainting.MASKS) or a PNG (nonzero = known).
+  edit.mask = "center_box"  # A built-in (ddpm.diffusion.inpainting.MASKS) or a PNG (nonzero = known).
   edit.jump_length = 10  # RePaint's j (Lugmayr et al. 2022, Sec. 4.2).
   edit.jump_n_sample = 10  # RePaint's r; 1: no resampling.
   edit.num_steps = 250  # Respaced RePaint steps; <= diffusion.num_timesteps.
@@ -144,7 +145,7 @@ def get_config() -> ml_collections.ConfigDict:
   edit.strength = 0.0
   edit.seed = 0
 
-  # --mode=synthesize (class-conditional models, ddpm/synthesize.py): num_per_class images of
+  # --mode=synthesize (class-conditional models, ddpm/jobs/synthesize.py): num_per_class images of
   # every class drawn with config.sampling, written as <name>.npz and a TFDS dataset that
   # --config.data.dataset=<name> --config.data.data_dir=<out_dir>/tfds trains on.
   config.synthesize = synthesize = ml_collections.ConfigDict()
@@ -152,7 +153,7 @@ def get_config() -> ml_collections.ConfigDict:
   synthesize.name = ""  # Empty: <data.dataset>_synthetic.
   synthesize.out_dir = ""  # Empty: <workdir>/synthetic.
 
-  # --mode=anomaly (ddpm/anomaly.py): scores data.dataset's normal_split (normal) and
+  # --mode=anomaly (ddpm/jobs/anomaly.py): scores data.dataset's normal_split (normal) and
   # `anomalous` (a TFDS name or an .npz with `images`) by the model's denoising error at
   # `timesteps` (num_draws noise draws each) and/or the bound in bits/dim; AUROC.
   config.anomaly = anomaly = ml_collections.ConfigDict()

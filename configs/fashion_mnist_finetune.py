@@ -1,4 +1,4 @@
-"""Fine-tuning the class-conditional MNIST model on Fashion-MNIST (ddpm/finetune.py).
+"""Fine-tuning the class-conditional MNIST model on Fashion-MNIST (ddpm/training/finetune.py).
 
 configs/mnist_conditional.py's model on fashion_mnist (also 10 classes, 28x28x1), a short run
 of 800 steps with a 100-step warm-up. Give the source run and, optionally, what to train:

@@ -17,11 +17,13 @@ process, synthesize labelled data, score anomalies.
 Any config value can be overridden with --config.<group>.<key>=<value>.
 
 Several processes (a multi-host TPU pod slice, several GPU hosts, or CPU processes) run the
-same command, each with its own process id; see `ddpm.distributed`:
+same command, each with its own process id; see `ddpm.runtime.distributed`:
 
   python -m ddpm.main --config=configs/mnist.py --workdir=/shared/mnist \
       --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0   # 1 on the other
   python -m ddpm.main --config=configs/mnist.py --workdir=/shared/mnist --distributed=cluster
+
+Each mode is a job of `ddpm.jobs` (`ddpm.jobs.setup_job`, also re-exported here for notebooks).
 """
 
 import os
@@ -30,11 +32,12 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ddpm import distributed
+from ddpm.runtime import distributed
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+# The keys of ddpm.jobs.JOBS, spelled out so that parsing flags imports no JAX (a test checks).
 MODES = ("train", "sample", "eval", "inpaint", "process", "denoise", "synthesize", "anomaly")
 flags.DEFINE_enum("mode", "train", MODES,
                   "train (also fine-tuning: config.training.init_from/trainable); sample: draw "
@@ -66,21 +69,11 @@ def quiet_logging() -> None:
 
 
 def setup_job(mode: str, config, workdir: str):
-  """The job of `mode` for `config` and `workdir`, set up (inputs checked, checkpoint restored);
-  `.run()` runs it. What `python -m ddpm.main --mode=<mode>` does, callable from a notebook.
-  Raises ValueError/RuntimeError with a one-line message for bad input."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from ddpm import anomaly, edit_jobs, evaluate, sample_job, synthesize, train  # pylint: disable=g-import-not-at-top
-
-  if mode != "train" and jax.process_count() > 1:
-    raise ValueError(f"--mode={mode} runs in a single process, but this run has "
-                     f"{jax.process_count()} processes; allowed: --mode=train with several "
-                     f"processes, other modes with one (--distributed=off).")
-  jobs = {"train": train.Trainer, "sample": sample_job.SampleJob, "eval": evaluate.EvalJob,
-          "inpaint": edit_jobs.InpaintJob, "process": edit_jobs.ProcessJob,
-          "denoise": edit_jobs.DenoiseJob, "synthesize": synthesize.SynthesizeJob,
-          "anomaly": anomaly.AnomalyJob}
-  return jobs[mode].setup(config, workdir)
+  """`ddpm.jobs.setup_job`: the job of `mode`, set up; `.run()` runs it (notebooks)."""
+  # Imported on first use: a multi-process run initializes jax.distributed (main, below)
+  # before anything imports JAX.
+  from ddpm import jobs  # pylint: disable=g-import-not-at-top
+  return jobs.setup_job(mode, config, workdir)
 
 
 def main(argv):

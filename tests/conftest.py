@@ -23,6 +23,9 @@ if "TFDS_DATA_DIR" not in os.environ and _shared.is_dir():
   os.environ["TFDS_DATA_DIR"] = str(_shared)
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))  # `from configs import ...`
+TESTS = str(REPO / "tests")
+if TESTS not in sys.path:
+  sys.path.insert(0, TESTS)  # `from tiny_state import ...` in tests/<layer>/.
 
 import ddpm  # noqa: E402,F401  (adds its XLA CPU flags before anything initialises JAX)
 

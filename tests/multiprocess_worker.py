@@ -14,13 +14,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from ddpm import input_pipeline, main, train  # noqa: E402  (main defines the flags)
+from ddpm import main  # noqa: E402  (main defines the flags)
+from ddpm.data import input_pipeline  # noqa: E402
+from ddpm.jobs import train as train_job  # noqa: E402
 
 flags.DEFINE_string("out", None, "Where to write this process's indices and final state (.npz).")
 FLAGS = flags.FLAGS
 _fed: list = []  # Index arrays of the batches handed to the training loop, in order.
 _final: list = []  # The state Trainer.run returned.
-_create_train_iterator, _run = input_pipeline.create_train_iterator, train.Trainer.run
+_create_train_iterator, _run = input_pipeline.create_train_iterator, train_job.Trainer.run
 
 
 def _recording_iterator(config, start_step=0):
@@ -37,7 +39,7 @@ def _recording_run(self):
 
 def _main(argv):
   input_pipeline.create_train_iterator = _recording_iterator
-  train.Trainer.run = _recording_run
+  train_job.Trainer.run = _recording_run
   main.main(argv)
   import jax  # pylint: disable=g-import-not-at-top
   start, state = _final[0]

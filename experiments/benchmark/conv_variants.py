@@ -7,7 +7,7 @@ Result in experiments/benchmark/PROFILE.md: im2col loses (the 9x patch tensor is
 """
 import os
 # As recorded in PROFILE.md: XLA's default (Eigen) convolutions, which profile_ops' `import ddpm`
-# would otherwise replace by YNNPACK's (ddpm/xla_flags.py). Run with =0 to compare under YNN.
+# would otherwise replace by YNNPACK's (ddpm/runtime/xla_flags.py). Run with =0 to compare under YNN.
 os.environ.setdefault("DDPM_NO_XLA_CPU_FLAGS", "1")
 import jax, jax.numpy as jnp
 from profile_ops import timeit as t  # median of 10 after 2 warm-up calls

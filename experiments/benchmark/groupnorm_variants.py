@@ -11,7 +11,8 @@ Result in experiments/benchmark/PROFILE.md.
 import pathlib, sys
 import ddpm
 import jax, jax.numpy as jnp, flax.linen as nn
-from ddpm import unet, train
+from ddpm.models import unet
+from ddpm.training import train_step
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from configs import benchmark
 from profile_ops import timeit  # median after 2 warm-up calls
@@ -41,7 +42,7 @@ if sys.argv[1] == "nonorm":
 if sys.argv[1] == "custom":
   unet._norm = lambda g, dt, name=None: CustomGN(num_groups=g, dtype=dt, name=name)
 cfg = benchmark.get_config()
-model, tx, lr_fn, state, _ = train.initial_state(cfg)
+model, tx, lr_fn, state, _ = train_step.initial_state(cfg)
 B = 64
 x = jax.random.normal(jax.random.PRNGKey(0), (B, 32, 32, 1)); t = jnp.full((B,), 500)
 params = state.params

@@ -6,10 +6,10 @@
 Prints one JSON line (the last line of stdout); progress goes to stderr. run_all.py runs every
 configuration in its own process, so the peak RSS is that configuration's.
 
-The real code path: configs/benchmark.py (the matched workload), `ddpm.train.initial_state`
-and `ddpm.train.make_p_train_step` (pmap over the local devices, state donated, replicated and
+The real code path: configs/benchmark.py (the matched workload), `ddpm.training.train_step.initial_state`
+and `ddpm.training.train_step.make_p_train_step` (pmap over the local devices, state donated, replicated and
 batches sharded on the trainer's mesh axis as `Trainer.run` does), and
-`ddpm.sampling.make_generate_fn` (DDIM, eta 0, from the EMA parameters). The data are random
+`ddpm.pipelines.generation.make_generate_fn` (DDIM, eta 0, from the EMA parameters). The data are random
 images in [-1, 1] already on the device, as the peers' are (real data loading is not what is
 measured).
 
@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 
-import ddpm  # noqa: F401  (first: ddpm/xla_flags.py sets its XLA CPU flags before JAX starts)
+import ddpm  # noqa: F401  (first: ddpm/runtime/xla_flags.py sets its XLA CPU flags before JAX starts)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,7 +53,7 @@ def flops_of(compiled) -> float:
 def benchmark_config(args):
   """configs/benchmark.py at the run's image size and batch; attention at the lowest level."""
   from configs import benchmark
-  from ddpm import config_validation
+  from ddpm.jobs import config_validation
   config = benchmark.get_config()
   config.data.image_size = args.image_size
   config.data.channels = args.channels
@@ -113,16 +113,18 @@ def forward_flops(model, params, args) -> tuple[float, float]:
 
 def run_train(args, config, model, state, tx, lr_fn, schedule) -> dict:
   from flax import jax_utils
-  from ddpm import input_pipeline, train
+  from ddpm.data import input_pipeline
+  from ddpm.runtime import replicas
+  from ddpm.training import train_step
   n_dev = jax.local_device_count()
   per_device = input_pipeline.local_batch_size(args.batch) // n_dev
   rng = np.random.default_rng(0)
   shape = (n_dev, per_device, args.image_size, args.image_size, args.channels)
   host = [{"image": rng.uniform(-1, 1, shape).astype(np.float32)} for _ in range(4)]
   # Sharded on the trainer's mesh axis, as Trainer.run's prefetch_to_device does.
-  batches = list(jax_utils.prefetch_to_device(iter(host), 2, axis_name=train.AXIS))
-  rstate = jax_utils.replicate(state, axis_name=train.AXIS)
-  p_train_step = train.make_p_train_step(model, schedule, tx, lr_fn, config)
+  batches = list(jax_utils.prefetch_to_device(iter(host), 2, axis_name=replicas.AXIS))
+  rstate = jax_utils.replicate(state, axis_name=replicas.AXIS)
+  p_train_step = train_step.make_p_train_step(model, schedule, tx, lr_fn, config)
 
   t0 = time.perf_counter()
   compiled = p_train_step.lower(rstate, batches[0]).compile()
@@ -155,10 +157,12 @@ def run_train(args, config, model, state, tx, lr_fn, schedule) -> dict:
 
 def run_sample(args, config, model, state, schedule) -> dict:
   from flax import jax_utils
-  from ddpm import sampling, train
+  from ddpm.models import build
+  from ddpm.pipelines import generation
+  from ddpm.runtime import replicas
   n_dev = jax.local_device_count()
   per_device = -(-args.batch // n_dev)
-  rparams = jax_utils.replicate(state.ema_params, axis_name=train.AXIS)
+  rparams = jax_utils.replicate(state.ema_params, axis_name=replicas.AXIS)
   key = jax.random.PRNGKey(0)
   ids = jnp.arange(per_device * n_dev)
   keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(ids).reshape((n_dev, per_device, -1))
@@ -167,8 +171,8 @@ def run_sample(args, config, model, state, schedule) -> dict:
   for n in args.sample_steps:
     s = config.sampling.copy_and_resolve_references()
     s.num_steps = n
-    fn = sampling.make_generate_fn(model, schedule, s, config.diffusion, per_device,
-                                   train.image_shape(config))
+    fn = generation.make_generate_fn(model, schedule, s, config.diffusion, per_device,
+                                     build.image_shape(config))
     t0 = time.perf_counter()
     compiled = fn.lower(rparams, keys, labels).compile()
     compile_s = time.perf_counter() - t0
@@ -223,9 +227,10 @@ def main(argv=None) -> dict:
   if args.task == "matmul":
     result.update(run_matmul(args))
   else:
-    from ddpm import schedules, train
+    from ddpm.diffusion import schedules
+    from ddpm.training import train_step
     config = benchmark_config(args)
-    model, tx, lr_fn, state, _ = train.initial_state(config)
+    model, tx, lr_fn, state, _ = train_step.initial_state(config)
     schedule = schedules.schedule_from_config(config.diffusion)
     result["params"] = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(state.params)))
     xla, counted = forward_flops(model, state.params, args)

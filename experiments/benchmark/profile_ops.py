@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 
-import ddpm  # noqa: F401  (first: its XLA CPU flags, ddpm/xla_flags.py, before JAX starts)
+import ddpm  # noqa: F401  (first: its XLA CPU flags, ddpm/runtime/xla_flags.py, before JAX starts)
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -39,8 +39,8 @@ def timeit(fn, *args, repeats: int = 10) -> float:
 
 def layer_inventory(config):
   """(kind, shape key) -> count of the U-Net's layers, from the model's own structure."""
-  from ddpm import train
-  model = train.create_model(config)
+  from ddpm.models import build
+  model = build.create_model(config)
   b = 1
   s = config.data.image_size
   x = jnp.zeros((b, s, s, config.data.channels))
@@ -90,7 +90,7 @@ def bench_groupnorm(batch, hw, c, groups, dtype):
 
 
 def bench_attention(batch, hw, c, dtype):
-  from ddpm.unet import AttnBlock
+  from ddpm.models.unet import AttnBlock
   m = AttnBlock(num_groups=32 if c % 32 == 0 else 8, dtype=dtype)
   x = jax.random.normal(jax.random.PRNGKey(0), (batch, hw, hw, c), dtype)
   p = m.init(jax.random.PRNGKey(1), x)

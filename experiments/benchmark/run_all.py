@@ -145,7 +145,7 @@ def execute(run: dict, args) -> dict:
   if run["impl"] != "ddpm":
     env["OMP_NUM_THREADS"] = str(args.threads)
   elif run["mode"] == "jit-eigen":
-    env["DDPM_NO_XLA_CPU_FLAGS"] = "1"  # ddpm/xla_flags.py: XLA's default CPU convolutions.
+    env["DDPM_NO_XLA_CPU_FLAGS"] = "1"  # ddpm/runtime/xla_flags.py: XLA's default CPU convolutions.
   label = f"{run['impl']} {run['mode']} {run['task']} batch {run['batch']} size {run['image_size']}"
   print(f"[{time.strftime('%H:%M:%S')}] {label}: {' '.join(cmd)}", flush=True)
   t0 = time.time()

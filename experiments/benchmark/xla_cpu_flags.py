@@ -6,7 +6,7 @@ Each variant runs in its own process (XLA reads XLA_FLAGS once, when the backend
 DDPM_NO_XLA_CPU_FLAGS=1 so that only the variant's flags apply: batch 64, NHWC, 'SAME'
 padding, forward and forward + backward (input and weight gradients), median of 8 runs, plus
 a 2048^2 matmul as the reference peak. GFLOP/s = 2 x multiply-adds (backward = 2 x forward).
-Result and reading in experiments/benchmark/PROFILE.md; the winner is what ddpm/xla_flags.py
+Result and reading in experiments/benchmark/PROFILE.md; the winner is what ddpm/runtime/xla_flags.py
 sets.
 """
 

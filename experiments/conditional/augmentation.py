@@ -2,7 +2,7 @@ r"""Data augmentation with synthetic digits: a small classifier trained on a sma
 with and without the class-conditional model's samples, scored on the real MNIST test split.
 
 The synthetic set comes from `--mode=synthesize` (an .npz with images and labels). Every
-variant trains the same CNN (ddpm.classifier.Classifier, a fresh one) for the same number of
+variant trains the same CNN (ddpm.models.classifier.Classifier, a fresh one) for the same number of
 steps (batch 128, Adam, cosine decay), so only the data differs:
 
   real n/class            : n real training images per class (the first n of each class in a
@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ddpm import classifier  # noqa: E402
+from ddpm.evaluation import features  # noqa: E402
+from ddpm.training import classifier_fit  # noqa: E402
 
 
 def real_subset(x, y, per_class: int, seed: int):
@@ -45,18 +46,18 @@ def main():
   p.add_argument("--steps", type=int, default=1000)
   args = p.parse_args()
 
-  x_train, y_train = classifier._load("mnist", "train", None)  # pylint: disable=protected-access
-  x_test, y_test = classifier._load("mnist", "test", None)  # pylint: disable=protected-access
+  x_train, y_train = classifier_fit._load("mnist", "train", None)  # pylint: disable=protected-access
+  x_test, y_test = classifier_fit._load("mnist", "test", None)  # pylint: disable=protected-access
   with np.load(args.synthetic) as f:
     x_syn, y_syn = f["images"], f["labels"]
-  ext = lambda p_: classifier.classifier_extractor("mnist", p_)
+  ext = lambda p_: features.classifier_extractor("mnist", p_)
   seeds = [int(s) for s in args.seeds.split(",")]
 
   def run(x, y, seed):
     t0 = time.time()
-    params, _ = classifier.fit(x, y, epochs=1, batch_size=128, min_steps=args.steps, seed=seed,
-                               log=None)
-    acc = classifier.accuracy(ext(params), x_test, y_test)
+    params, _ = classifier_fit.fit(x, y, epochs=1, batch_size=128, min_steps=args.steps, seed=seed,
+                                   log=None)
+    acc = features.accuracy(ext(params), x_test, y_test)
     print(f"  {len(x)} training images, seed {seed}: test accuracy {acc:.4f} "
           f"({time.time() - t0:.0f} s)", flush=True)
     return acc

@@ -33,7 +33,12 @@ sys.path.insert(0, REPO)
 import numpy as np  # noqa: E402
 
 from configs import fashion_mnist_finetune  # noqa: E402
-from ddpm import checkpointing, classifier, evaluate, finetune, guidance, sample_job, sampling  # noqa: E402
+from ddpm.diffusion import guidance  # noqa: E402
+from ddpm.evaluation import features, sample_quality as quality  # noqa: E402
+from ddpm.jobs import restore  # noqa: E402
+from ddpm.pipelines import generation  # noqa: E402
+from ddpm.runtime import checkpointing  # noqa: E402
+from ddpm.training import finetune  # noqa: E402
 
 DECODER = "^up_,^out_norm,^conv_out,^class_embedding"
 RUNS = {"scratch": [], "full": ["init_from"], "decoder": ["init_from", f"trainable={DECODER}"]}
@@ -64,25 +69,25 @@ def main():
   s = c.sampling
   s.method, s.num_steps, s.spacing, s.batch_size, s.guidance_weight = (
       "dpm_solver_pp_2m", 20, "quadratic", 250, 0.0)
-  extractor = classifier.classifier_extractor("fashion_mnist")
-  ref = evaluate.reference_statistics(c, extractor, "train", os.path.join(args.runs, "reference"))
+  extractor = features.classifier_extractor("fashion_mnist")
+  ref = quality.reference_statistics(c, extractor, "train", os.path.join(args.runs, "reference"))
   labels = guidance.class_labels(args.num, 10)
-  _, source_params, source_step = sample_job.restore_params(c, args.source)
+  _, source_params, source_step = restore.restore_params(c, args.source)
   rows, grids, curves = [], {}, {}
   for name in RUNS:
     workdir = os.path.join(args.runs, name)
     seconds = None
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
       workdir, seconds = train(name, args.source, args.runs, args.steps)
-    _, params, step = sample_job.restore_params(c, workdir)
-    images, _ = sampling.draw(c, params, args.num, labels)
-    q = evaluate.sample_quality(extractor, images, ref)
+    _, params, step = restore.restore_params(c, workdir)
+    images, _ = generation.draw(c, params, args.num, labels)
+    q = quality.sample_quality(extractor, images, ref)
     acc = float(np.mean(np.argmax(extractor(images).probs, -1) == labels))
     row = dict(run=name, step=step, train_seconds=seconds, accuracy=acc,
                **{k: q[k] for k in ("fid", "inception_score", "precision", "recall")})
     if name == "decoder":  # Frozen parameters must be the source's, bit for bit.
-      mask = checkpointing._flat(finetune.trainable_mask(params, DECODER))  # pylint: disable=protected-access
-      a, b = checkpointing._flat(params), checkpointing._flat(source_params)  # pylint: disable=protected-access
+      mask = checkpointing.leaves_by_path(finetune.trainable_mask(params, DECODER))
+      a, b = checkpointing.leaves_by_path(params), checkpointing.leaves_by_path(source_params)
       frozen = [k for k, trainable in mask.items() if not trainable]
       row["frozen_arrays"] = len(frozen)
       row["frozen_parameters"] = int(sum(a[k].size for k in frozen))
@@ -116,7 +121,7 @@ def main():
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from ddpm import image_grid  # pylint: disable=g-import-not-at-top
+  from ddpm.visualization import grids as grid_images  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
   for name, (steps_, losses) in curves.items():
     axes[0].plot(steps_, losses, label=name)
@@ -125,7 +130,7 @@ def main():
   axes[0].set_ylabel("training loss (MSE on eps)")
   axes[0].legend()
   for ax, r in zip(axes[1:], rows):
-    ax.imshow(image_grid.make_grid(grids[r["run"]], ncols=8)[..., 0], cmap="gray")
+    ax.imshow(grid_images.make_grid(grids[r["run"]], ncols=8)[..., 0], cmap="gray")
     ax.set_title(f"{r['run']}: FID {r['fid']:.1f}", fontsize=10)
     ax.axis("off")
   fig.suptitle(f"Fashion-MNIST after {args.steps} steps: from scratch vs. fine-tuned from the "

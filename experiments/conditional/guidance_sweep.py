@@ -25,7 +25,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import mnist_conditional  # noqa: E402
-from ddpm import classifier, evaluate, guidance, image_grid, sample_job, sampling  # noqa: E402
+from ddpm.diffusion import guidance  # noqa: E402
+from ddpm.evaluation import features, sample_quality as quality  # noqa: E402
+from ddpm.jobs import restore  # noqa: E402
+from ddpm.pipelines import generation  # noqa: E402
+from ddpm.visualization import grids  # noqa: E402
 
 
 def main():
@@ -42,19 +46,19 @@ def main():
   c = mnist_conditional.get_config()
   s = c.sampling
   s.method, s.num_steps, s.spacing, s.batch_size = args.method, args.steps, args.spacing, 250
-  workdir, params, step = sample_job.restore_params(c, args.workdir)
-  extractor = classifier.classifier_extractor("mnist")
-  ref = evaluate.reference_statistics(c, extractor, "train", os.path.join(workdir, "eval", "reference"))
+  workdir, params, step = restore.restore_params(c, args.workdir)
+  extractor = features.classifier_extractor("mnist")
+  ref = quality.reference_statistics(c, extractor, "train", os.path.join(workdir, "eval", "reference"))
   labels = guidance.class_labels(args.num, 10)
   rows = []
   for w in [float(x) for x in args.weights.split(",")]:
     s.guidance_weight = w
     t0 = time.time()
-    images, _ = sampling.draw(c, params, args.num, labels)
+    images, _ = generation.draw(c, params, args.num, labels)
     seconds = time.time() - t0
     probs = extractor(images).probs
     pred = np.argmax(probs, -1)
-    q = evaluate.sample_quality(extractor, images, ref)
+    q = quality.sample_quality(extractor, images, ref)
     per_class = [float(np.mean(pred[labels == k] == k)) for k in range(10)]
     rows.append(dict(guidance_weight=w, accuracy=float(np.mean(pred == labels)),
                      worst_class_accuracy=min(per_class), per_class_accuracy=per_class,
@@ -64,9 +68,9 @@ def main():
           f"FID {q['fid']:.1f}, IS {q['inception_score']:.2f}, precision {q['precision']:.3f}, "
           f"recall {q['recall']:.3f}, {seconds:.0f} s", flush=True)
     shown = np.concatenate([images[labels == k][:10] for k in range(10)])
-    image_grid.save_grid(os.path.join(args.out, f"guidance_w{w:g}.png"), shown, ncols=10, scale=2)
+    grids.save_grid(os.path.join(args.out, f"guidance_w{w:g}.png"), shown, ncols=10, scale=2)
 
-  result = dict(workdir=workdir, checkpoint_step=step, sampler=sampling.sampler_name(s).split("_w")[0],
+  result = dict(workdir=workdir, checkpoint_step=step, sampler=generation.sampler_name(s).split("_w")[0],
                 num_images=args.num, rows=rows, command=" ".join(sys.argv), jax_version=jax.__version__)
   with open(os.path.join(args.out, "guidance.json"), "w") as f:
     json.dump(result, f, indent=1)

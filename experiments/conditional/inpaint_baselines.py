@@ -15,14 +15,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from ddpm import classifier  # noqa: E402
+from ddpm.training import classifier_fit  # noqa: E402
 
 
 def main(path):
   f = np.load(path)
   original = f["original"].astype(np.float64) / 255.0
   known = np.broadcast_to(f["mask"] > 0.5, original.shape)
-  x_train, _ = classifier._load("mnist", "train", None)  # pylint: disable=protected-access
+  x_train, _ = classifier_fit._load("mnist", "train", None)  # pylint: disable=protected-access
   fills = {"repaint": f["inpainted"].astype(np.float64) / 255.0,
            "black": np.zeros_like(original),
            "mean_train_image": np.broadcast_to(x_train.astype(np.float64).mean(0) / 255.0,

@@ -1,4 +1,4 @@
-r"""Converts pytorch-fid's FID Inception weights (.pth) to the .npz `ddpm.inception` loads.
+r"""Converts pytorch-fid's FID Inception weights (.pth) to the .npz `ddpm.models.inception` loads.
 
 Get the weights (about 95 MB) from pytorch-fid's release page:
 
@@ -10,7 +10,7 @@ and convert them:
       fid_inception.npz
 
 The .npz keeps the torch state_dict names and layouts (`Conv2d_1a_3x3.conv.weight` OIHW,
-`fc.weight` [out, in], ...); `ddpm.inception.load_fid_inception_variables` checks and transposes
+`fc.weight` [out, in], ...); `ddpm.models.inception.load_fid_inception_variables` checks and transposes
 them. `num_batches_tracked` counters are dropped.
 
 torch is not a dependency of this package. Two readers:
@@ -179,7 +179,7 @@ def main(argv=None) -> None:
     state = read_pth(args.pth, args.reader)
     try:
       sys.path.insert(0, _REPO)
-      from ddpm import inception  # pylint: disable=g-import-not-at-top
+      from ddpm.models import inception  # pylint: disable=g-import-not-at-top
     except ImportError:
       inception = None
     if inception is not None:
@@ -189,7 +189,7 @@ def main(argv=None) -> None:
     sys.exit(f"error: {args.pth}: {lines[0] if lines else type(e).__name__}")
   save_npz(state, args.npz)
   print(f"wrote {len(state)} arrays to {args.npz}"
-        f"{' (checked against ddpm.inception)' if inception else ' (unchecked: no jax/ddpm here)'}")
+        f"{' (checked against ddpm.models.inception)' if inception else ' (unchecked: no jax/ddpm here)'}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-r"""Parity of `ddpm.inception.InceptionV3` with pytorch-fid's own FID Inception, on random weights.
+r"""Parity of `ddpm.models.inception.InceptionV3` with pytorch-fid's own FID Inception, on random weights.
 
 pytorch-fid's weights can't be downloaded here, so both networks get the same random weights
 and BatchNorm statistics (fixed seed). Two steps, two Pythons (see README.md):
@@ -11,7 +11,7 @@ and BatchNorm statistics (fixed seed). Two steps, two Pythons (see README.md):
   python3 experiments/inception/parity.py flax --out=/tmp/inception_parity
 
 Inputs are uint8 images, fed as pytorch-fid's `fid_score` does (u8 / 255 in [0, 1], its
-`normalize_input` maps to [-1, 1]) and as `ddpm.features.FeatureExtractor` does (u8 / 127.5 - 1):
+`normalize_input` maps to [-1, 1]) and as `ddpm.evaluation.features.FeatureExtractor` does (u8 / 127.5 - 1):
 28x28x1 (repeated to 3 channels for torch), 32x32x3 (upsampled), 299x299x3 (no resize) and
 320x480x3 (downsampled, not square).
 """
@@ -137,10 +137,11 @@ def run_flax(out: str) -> float:
   sys.path.insert(0, REPO)
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from ddpm import inception  # pylint: disable=g-import-not-at-top
+  from ddpm.evaluation import features  # pylint: disable=g-import-not-at-top
+  from ddpm.models import inception  # pylint: disable=g-import-not-at-top
 
   ref = np.load(os.path.join(out, "reference.npz"))
-  extractor = inception.inception_extractor(os.path.join(out, "weights.npz"), batch_size=4)
+  extractor = features.inception_extractor(os.path.join(out, "weights.npz"), batch_size=4)
   apply = functools.partial(jax.jit(extractor.apply), extractor.variables)
   worst = 0.0
   print(f"jax {jax.__version__}, {jax.devices()[0].platform}\n"

@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 from configs import mnist  # noqa: E402
-from ddpm import classifier, evaluate, input_pipeline, metrics  # noqa: E402
+from ddpm.data import input_pipeline  # noqa: E402
+from ddpm.evaluation import features, metrics, sample_quality as quality  # noqa: E402
 
 
 def main():
@@ -27,10 +28,10 @@ def main():
   p.add_argument("--out", required=True)
   args = p.parse_args()
   c = mnist.get_config()
-  ex = classifier.classifier_extractor("mnist")
-  ref = evaluate.reference_statistics(c, ex, "train", os.path.join(args.workdir, "eval", "reference"))
+  ex = features.classifier_extractor("mnist")
+  ref = quality.reference_statistics(c, ex, "train", os.path.join(args.workdir, "eval", "reference"))
   test, _ = input_pipeline.load_split_uint8(c, "test")
-  out = {f"test_{n}": evaluate.sample_quality(ex, test[:n], ref) for n in (1000, 10000)}
+  out = {f"test_{n}": quality.sample_quality(ex, test[:n], ref) for n in (1000, 10000)}
   feats = ex(test).features
   stats = metrics.GaussianStats(ref["mu"], ref["sigma"], int(ref["num"]))
   fids = [metrics.frechet_distance(metrics.gaussian_stats(feats[i * 1000:(i + 1) * 1000]), stats)

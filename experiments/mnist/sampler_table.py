@@ -26,8 +26,12 @@ import numpy as np  # noqa: E402
 from flax import jax_utils  # noqa: E402
 
 from configs import mnist  # noqa: E402
-from ddpm import classifier, evaluate, metrics, sampling, schedules, train  # noqa: E402
-from ddpm.sample_job import SampleJob  # noqa: E402
+from ddpm.diffusion import schedules  # noqa: E402
+from ddpm.evaluation import features, metrics, sample_quality as quality  # noqa: E402
+from ddpm.models import build  # noqa: E402
+from ddpm.pipelines import generation  # noqa: E402
+from ddpm.runtime import replicas  # noqa: E402
+from ddpm.jobs.sample import SampleJob  # noqa: E402
 
 # (method, steps, spacing); NFE = steps, except Heun: 2 steps - 1.
 SAMPLERS = [("ddim", 10, "uniform"), ("ddim", 20, "uniform"), ("ddim", 50, "uniform"),
@@ -46,9 +50,9 @@ def time_sampler(job, method, steps, spacing, batch, repeats=1):
   c = mnist.get_config()
   c.sampling.method, c.sampling.num_steps, c.sampling.spacing = method, steps, spacing
   per_device = -(-batch // jax.local_device_count())
-  fn = sampling.make_generate_fn(train.create_model(c), schedules.schedule_from_config(c.diffusion),
-                                 c.sampling, c.diffusion, per_device, train.image_shape(c))
-  params = jax_utils.replicate(job.params, axis_name=train.AXIS)
+  fn = generation.make_generate_fn(build.create_model(c), schedules.schedule_from_config(c.diffusion),
+                                   c.sampling, c.diffusion, per_device, build.image_shape(c))
+  params = jax_utils.replicate(job.params, axis_name=replicas.AXIS)
   keys = jax.random.split(jax.random.PRNGKey(0), jax.local_device_count() * per_device)
   keys = keys.reshape((jax.local_device_count(), per_device, -1))
   labels = np.zeros(keys.shape[:2], np.int32)  # Unused by this unconditional model.
@@ -66,7 +70,7 @@ def time_sampler(job, method, steps, spacing, batch, repeats=1):
 def bootstrap_fid_std(npz, ref, num=50, seed=0):
   """Std of FID over `num` resamples (with replacement) of the samples: its sampling noise."""
   with np.load(npz) as f:
-    feats = classifier.classifier_extractor("mnist")(f["images"]).features
+    feats = features.classifier_extractor("mnist")(f["images"]).features
   rs = metrics.GaussianStats(ref["mu"], ref["sigma"], int(ref["num"]))
   rng = np.random.default_rng(seed)
   fids = [metrics.frechet_distance(metrics.gaussian_stats(feats[rng.integers(0, len(feats), len(feats))]), rs)
@@ -85,13 +89,13 @@ def main():
   job = SampleJob.setup(c, args.workdir)
   with open(os.path.join(args.workdir, "eval", f"{job.step}.json")) as f:
     ev = json.load(f)
-  ev_ref = evaluate.reference_statistics(c, classifier.classifier_extractor("mnist"), "train",
+  ev_ref = quality.reference_statistics(c, features.classifier_extractor("mnist"), "train",
                                         os.path.join(args.workdir, "eval", "reference"))
   rows = []
   for method, steps, spacing in SAMPLERS:
     sc = mnist.get_config().sampling
     sc.method, sc.num_steps, sc.spacing = method, steps, spacing
-    name = f"{sampling.sampler_name(sc)}_seed0_step{job.step}"
+    name = f"{generation.sampler_name(sc)}_seed0_step{job.step}"
     q = ev["samples"].get(name)
     if q is None:
       print(f"no eval entry {name}; run experiments/mnist/evaluate_run.sh first", file=sys.stderr)

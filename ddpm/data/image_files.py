@@ -1,0 +1,82 @@
+"""A user's images on disk: an .npz with an `images` array, a folder of PNGs, a PNG mask.
+
+Every reader returns uint8 arrays of the model's image shape [N, H, W, C] (a mask: float32
+[H, W, 1], 1 = known), and stops with a one-line ValueError naming the file and the config key
+that pointed at it when the file is missing, unreadable or of another shape.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from ddpm.data import image_arrays
+
+
+def read_npz_images(path: str, image_shape, num: int | None = None,
+                    config_key: str = "path") -> np.ndarray:
+  """The first `num` (None: all) images of the `images` array in the .npz at `path`, checked
+  against `image_shape` (H, W, C); errors name `config_key` (e.g. config.eval.samples_npz)."""
+  if not os.path.isfile(path):
+    raise ValueError(f"{config_key}={path} does not exist.")
+  with np.load(path) as f:
+    if "images" not in f.files:
+      raise ValueError(f"{config_key}={path} has no 'images' array (has: "
+                       f"{', '.join(f.files)}).")
+    images = f["images"] if num is None else f["images"][:num]
+  return image_arrays.check_images(images, tuple(image_shape), name=f"images in {path}")
+
+
+def read_png_folder(path: str, image_shape, num: int | None = None,
+                    config_key: str = "path") -> np.ndarray:
+  """The first `num` (None: all) .png files of the folder `path`, in name order, as grey (C = 1)
+  or RGB (C = 3) uint8 [N, H, W, C]; each must be H x W."""
+  names = sorted(n for n in os.listdir(path) if n.lower().endswith(".png"))[:num]
+  if not names:
+    raise ValueError(f"{config_key}={path} holds no .png files.")
+  images = []
+  for n in names:
+    with Image.open(os.path.join(path, n)) as im:
+      a = np.asarray(im.convert("L" if image_shape[2] == 1 else "RGB"))
+    if a.shape[:2] != tuple(image_shape[:2]):
+      raise ValueError(f"{config_key}: {n} is {a.shape[0]}x{a.shape[1]}, the model's "
+                       f"images are {image_shape[0]}x{image_shape[1]}.")
+    images.append(a.reshape(image_shape))
+  return np.stack(images)
+
+
+def _image_hw(image_shape) -> tuple[int, int]:
+  shape = tuple(int(s) for s in image_shape)
+  if len(shape) not in (2, 3) or min(shape) < 1:
+    raise ValueError(f"image_shape={tuple(image_shape)} must be (H, W) or (H, W, C).")
+  return shape[0], shape[1]
+
+
+def mask_from_image(path_or_array, image_shape) -> np.ndarray:
+  """A mask from a picture (a PNG path or an array [H, W] / [H, W, C]): nonzero = known.
+
+  Returns float32 [H, W, 1] in {0, 1}; a picture of another size than `image_shape` is an error.
+  """
+  h, w = _image_hw(image_shape)
+  where = ""
+  if isinstance(path_or_array, (str, os.PathLike)):
+    path = os.fspath(path_or_array)
+    if not os.path.isfile(path):
+      raise ValueError(f"mask image {path} does not exist.")
+    try:
+      with Image.open(path) as im:
+        a = np.asarray(im.convert("L"))
+    except OSError as e:
+      raise ValueError(f"mask image {path} cannot be read: {e}") from None
+    where = f" ({path})"
+  else:
+    a = np.asarray(path_or_array)
+    if a.ndim == 3:
+      a = a.max(axis=-1)
+    if a.ndim != 2:
+      raise ValueError(f"mask array has shape {a.shape}; allowed: [H, W] or [H, W, C].")
+  if a.shape != (h, w):
+    raise ValueError(f"mask is {a.shape[0]}x{a.shape[1]}{where}, images are {h}x{w}.")
+  return (a != 0).astype(np.float32)[..., None]

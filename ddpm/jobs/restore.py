@@ -1,0 +1,48 @@
+"""The parameters of a run's checkpoint, as every job but training reads them."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from absl import logging
+
+from ddpm.models import build
+from ddpm.runtime import checkpointing
+
+
+def restore_params(config, workdir: str) -> tuple[str, object, int]:
+  """(absolute workdir, parameters, step) of the checkpoint chosen by config.sampling
+  (checkpoint_step, -1: the newest readable one; use_ema); one-line errors when there is none.
+
+  Only the parameters are read (`checkpointing.restore_params`), so checkpoints of any
+  optimizer setup, fine-tuning runs with frozen parameters included, can be sampled from.
+  """
+  workdir = os.path.abspath(workdir)
+  if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
+    raise ValueError(f"--workdir={workdir} has no checkpoints/ directory; train first "
+                     f"(--mode=train) or point --workdir at a trained run.")
+  shape = build.image_shape(config)
+  template = jax.eval_shape(lambda: build.init_params(build.create_model(config),
+                                                      jax.random.PRNGKey(0), shape))
+  meta = checkpointing.make_meta(template, config.model, shape)
+  manager = checkpointing.create_manager(workdir, max_to_keep=None)
+  which = "ema_params" if config.sampling.use_ema else "params"
+  try:
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+      raise ValueError(f"--workdir={workdir} holds no checkpoint; train first (--mode=train).")
+    if config.sampling.checkpoint_step >= 0:
+      step = config.sampling.checkpoint_step
+      return workdir, checkpointing.restore_params(manager, step, template, meta, which), step
+    for step in steps:
+      try:
+        return workdir, checkpointing.restore_params(manager, step, template, meta, which), step
+      except checkpointing.CheckpointMismatchError:
+        raise
+      except Exception as e:  # A damaged checkpoint: orbax/TensorStore raise many types.
+        logging.warning("Checkpoint step %d is unreadable (%s); trying the next older one.",
+                        step, str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+    raise ValueError(f"--workdir={workdir}: no checkpoint could be read (steps {steps}).")
+  finally:
+    manager.close()

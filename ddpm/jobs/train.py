@@ -1,0 +1,307 @@
+"""`--mode=train`: the training loop around the pmap-ed step (Flax examples' house style).
+
+`Trainer.setup(config, workdir)` validates everything a user can get wrong (config, workdir,
+device count, dataset, checkpoint shape) before any checkpoint is touched, restores the
+latest checkpoint if there is one, and builds the input stream at the restored step;
+`Trainer.run()` then trains, logs, writes sample grids and saves checkpoints.
+
+With several processes (`ddpm.runtime.distributed`), every process runs the same program on its
+local devices and its own slice of the data; the pmap-ed step (`ddpm.training.train_step`)
+averages gradients over all devices of all processes, so every process holds the same state.
+Process 0 alone writes the workdir's files (config.json, metrics.jsonl, TensorBoard events,
+sample grids); checkpoints are saved by all processes together (orbax writes the replicated
+arrays once, from process 0) and restored by each. A SIGTERM to any process (a preemption
+notice) stops all of them at the same step, agreed through JAX's preemption sync, after saving
+a checkpoint there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import jax_utils
+from jax.experimental import multihost_utils
+
+from ddpm.data import input_pipeline
+from ddpm.diffusion import schedules
+from ddpm.diffusion.schedules import Schedule
+from ddpm.jobs import config_validation
+from ddpm.models import build
+from ddpm.models.unet import UNet
+from ddpm.pipelines import generation
+from ddpm.runtime import checkpointing, distributed, replicas
+from ddpm.training import finetune, train_step
+from ddpm.visualization import grids
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates `workdir` if needed; one-line errors if it is a file or not writable."""
+  workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} is a file; allowed: a directory (new or existing).")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"--workdir={workdir} cannot be created ({e.strerror}).") from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise ValueError(f"--workdir={workdir} is not writable; allowed: a directory you can write to.")
+  return workdir
+
+
+@dataclasses.dataclass
+class Trainer:
+  config: ml_collections.ConfigDict
+  workdir: str
+  model: UNet
+  schedule: Schedule
+  state: train_step.TrainState  # Unreplicated, as restored.
+  manager: Any
+  meta: dict
+  train_iter: Any
+  p_train_step: Any
+  start_step: int
+  stop_requested: int = 0  # The signal number once SIGTERM/SIGINT arrived.
+  skipped_steps: int = 0  # Steps whose non-finite update was skipped (nan_policy=skip).
+
+  @classmethod
+  def setup(cls, config, workdir: str) -> "Trainer":
+    """Checks the inputs, restores the latest checkpoint and builds the data stream.
+
+    Raises ValueError/RuntimeError with a one-line message for bad user input; nothing is
+    written to the checkpoint directory before all checks have passed.
+    """
+    config_validation.validate_config(config)
+    input_pipeline.local_batch_size(config.training.batch_size)  # Divisible by devices.
+    workdir = prepare_workdir(workdir)
+    builder = input_pipeline.get_builder(config.data)  # Unknown dataset -> error.
+    input_pipeline.ensure_prepared(builder, config.data)
+    input_pipeline.check_labels(builder, config.data, config.model.num_classes)
+    model, tx, lr_fn, state, meta = train_step.initial_state(config)
+    schedule = schedules.schedule_from_config(config.diffusion)
+    manager = checkpointing.create_manager(workdir, config.training.keep_checkpoints,
+                                           config.training.checkpoint_every_steps,
+                                           config.training.keep_every_steps)
+    t = config.training
+    if t.init_from and manager.latest_step() is None:  # Fine-tuning: a fresh run from there.
+      params, _ = finetune.load_init_params(t.init_from, state.params, meta, t.init_params)
+      state = train_step.create_train_state(jax.random.PRNGKey(config.seed), config, model, tx,
+                                            params)
+    elif t.init_from:
+      logging.info("Resuming this run's own checkpoint; config.training.init_from=%s was used "
+                   "only to start it.", t.init_from)
+    state = checkpointing.restore(manager, state, meta)
+    if t.trainable:
+      n_train, n_frozen = finetune.count(state.params,
+                                         finetune.trainable_mask(state.params, t.trainable))
+      logging.info("Training %d parameters matching config.training.trainable=%r; %d are frozen.",
+                   n_train, t.trainable, n_frozen)
+    start_step = int(state.step)
+    train_iter = input_pipeline.create_train_iterator(config, start_step)
+    p_train_step = train_step.make_p_train_step(model, schedule, tx, lr_fn, config)
+    return cls(config, workdir, model, schedule, state, manager, meta, train_iter,
+               p_train_step, start_step)
+
+  @property
+  def _grid_per_device(self) -> int:
+    return -(-self.config.training.num_sample_images // jax.local_device_count())
+
+  @functools.cached_property
+  def _generate_fn(self):
+    c = self.config
+    return generation.make_generate_fn(self.model, self.schedule, c.sampling, c.diffusion,
+                                       self._grid_per_device, build.image_shape(c))
+
+  def sample_grid(self, ema_params_replicated, step: int) -> tuple[str, np.ndarray]:
+    """Draws `training.num_sample_images` images from the EMA parameters into a PNG grid.
+
+    The key is the same at every step, so successive grids show the same noise denoised by
+    better and better parameters.
+    """
+    c = self.config
+    key = jax.random.fold_in(jax.random.PRNGKey(c.sampling.seed), 0)
+    num = c.training.num_sample_images
+    images = generation.generate(self._generate_fn, ema_params_replicated, key, num,
+                                 self._grid_per_device, generation.sample_labels(c, num))
+    path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
+    grid = grids.make_grid(images, generation.grid_columns(c, num))
+    if distributed.is_main_process():  # Every process draws (pmap spans them all); one writes.
+      grids.save_png(path, grid)
+    return path, grid
+
+  def _check_finite(self, host_metrics: list[tuple[int, dict]]) -> None:
+    """Applies config.training.nan_policy to steps whose loss or gradient was not finite.
+
+    The train step never applies a non-finite update, so the state stays finite either way;
+    "stop" raises naming the first bad step, "skip" logs a warning and goes on.
+    """
+    bad = [s for s, m in host_metrics if m["nonfinite"] > 0]
+    if not bad:
+      return
+    if self.config.training.nan_policy == "stop":
+      raise FloatingPointError(
+          f"non-finite loss or gradient at step {bad[0]} ({len(bad)} step(s) so far); its update "
+          f"was not applied and no checkpoint from step {bad[0]} on was written. Lower "
+          f"config.optim.learning_rate or set config.training.nan_policy=skip.")
+    self.skipped_steps += len(bad)
+    logging.warning("Skipped the update of %d step(s) with a non-finite loss or gradient "
+                    "(first: step %d; %d in this run).", len(bad), bad[0], self.skipped_steps)
+
+  def _handle_signal(self, signum, frame):  # pylint: disable=unused-argument
+    logging.warning("Received signal %d: saving a checkpoint after this step, then stopping.", signum)
+    self.stop_requested = signum
+
+  def _preempted(self, step: int) -> bool:
+    """Several processes: whether all have reached the step JAX's preemption sync agreed on
+    after a SIGTERM reached any of them (then every process returns True at the same step)."""
+    try:
+      reached = multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # Preemption service disabled (jax_enable_preemption_service).
+      return False
+    if reached:
+      logging.warning("All %d processes reached the preemption sync point at step %d (a SIGTERM "
+                      "reached at least one): saving a checkpoint, then stopping.",
+                      jax.process_count(), step)
+      self.stop_requested = signal.SIGTERM
+    return reached
+
+  def run(self) -> train_step.TrainState:
+    """Trains to config.training.num_train_steps; SIGTERM/SIGINT save a checkpoint and stop.
+
+    With several processes, SIGTERM goes through JAX's preemption sync instead (installed by
+    jax.distributed.initialize), so all processes stop at the same step; SIGINT is not caught.
+    """
+    c = self.config
+    total = c.training.num_train_steps
+    is_main = jax.process_index() == 0
+    handlers = {}
+    if (threading.current_thread() is threading.main_thread() and jax.process_count() == 1):
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        handlers[sig] = signal.signal(sig, self._handle_signal)
+    try:
+      return self._run(c, total, is_main)
+    finally:
+      for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+  def _run(self, c, total: int, is_main: bool) -> train_step.TrainState:
+    # TensorBoard events from process 0 only; the console line below is the human log.
+    # clu's writers import TensorFlow (~0.5 GB): only a training run pays for that.
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    writer = (metric_writers.SummaryWriter(self.workdir) if is_main
+              else metric_writers.MultiWriter([]))
+    if is_main:
+      with open(os.path.join(self.workdir, "config.json"), "w") as f:
+        f.write(c.to_json_best_effort(indent=2))
+      if self.start_step == 0:
+        writer.write_hparams(_flatten(c.to_dict()))
+    # The mesh axis name must be pmap's, or the second step recompiles for a new sharding.
+    state = jax_utils.replicate(self.state, axis_name=replicas.AXIS)
+    train_iter = jax_utils.prefetch_to_device(self.train_iter, 2, axis_name=replicas.AXIS)
+    images_per_step = c.training.batch_size
+    logging.info("Training %s for %d steps from step %d: %d parameters, %d devices (%d "
+                 "process(es)), global batch %d, model dtype %s.", c.data.dataset, total,
+                 self.start_step, sum(np.size(p) for p in jax.tree_util.tree_leaves(self.state.params)),
+                 jax.device_count(), jax.process_count(), images_per_step, c.model.dtype)
+    pending: list = []  # (step, device metrics) not yet fetched.
+    fetched: list = []  # (step, host metrics) since the last log line.
+    t_log, step_log = time.time(), self.start_step
+    t_start = time.time()
+    metrics_path = os.path.join(self.workdir, "metrics.jsonl")
+
+    def drain():
+      host = [replicas.unreplicate(m) for _, m in pending]
+      new = [(s, m) for (s, _), m in zip(pending, host)]
+      pending.clear()
+      self._check_finite(new)
+      fetched.extend(new)
+
+    step = self.start_step
+    for step in range(self.start_step + 1, total + 1):
+      batch = next(train_iter)
+      state, metrics = self.p_train_step(state, batch)
+      pending.append((step, metrics))
+      if len(pending) > 2:
+        # Let the host run at most 2 steps ahead of the devices, so a stop signal is acted on
+        # within a step or two (not a whole logging interval) and steps/s is what ran.
+        jax.block_until_ready(pending[-3][1]["loss"])
+      if step == self.start_step + 1:  # Keep compilation out of the steps/s figures.
+        jax.block_until_ready(metrics)
+        logging.info("First step (compilation included) took %.1f s.", time.time() - t_start)
+        t_log, step_log = time.time(), step
+      if jax.process_count() > 1:
+        stop = self._preempted(step)
+      else:
+        stop = bool(self.stop_requested)  # Read once: a signal may arrive at any bytecode.
+      last = step == total or stop
+      if step % c.training.log_every_steps == 0 or last:
+        drain()
+        applied = [m for _, m in fetched if m["nonfinite"] == 0]  # Skipped steps are NaN.
+        summary = {k: float(np.mean([m[k] for m in applied])) if applied else float("nan")
+                   for k in fetched[0][1]}
+        summary["nonfinite"] = float(sum(m["nonfinite"] for _, m in fetched))
+        fetched.clear()
+        now = time.time()
+        steps_per_sec = (step - step_log) / max(now - t_log, 1e-9)
+        summary.update(steps_per_sec=steps_per_sec, images_per_sec=steps_per_sec * images_per_step)
+        t_log, step_log = now, step
+        eta = (total - step) / max(steps_per_sec, 1e-9)
+        logging.info("step %d/%d: loss %.5f, grad norm %.3f, lr %.2e, %.2f steps/s, %.1f images/s, "
+                     "ETA %s", step, total, summary["loss"], summary["grad_norm"],
+                     summary["learning_rate"], steps_per_sec, summary["images_per_sec"],
+                     _format_seconds(eta))
+        writer.write_scalars(step, summary)
+        if is_main:
+          with open(metrics_path, "a") as f:
+            f.write(json.dumps({"step": step, "time": now - t_start, **summary}) + "\n")
+      if c.training.sample_every_steps > 0 and (step % c.training.sample_every_steps == 0
+                                                or step == total):
+        t0 = time.time()
+        path, grid = self.sample_grid(state.ema_params, step)
+        logging.info("Wrote samples of step %d to %s (%.1f s).", step, path, time.time() - t0)
+        writer.write_images(step, {"samples": grid[None]})
+      if step % c.training.checkpoint_every_steps == 0 or last:
+        drain()  # Never checkpoint past a non-finite step under nan_policy=stop.
+        checkpointing.save(self.manager, step, replicas.unreplicate(state), self.meta, force=last)
+      if stop:
+        logging.warning("Stopped by signal %d at step %d; the same command resumes from here.",
+                        self.stop_requested, step)
+        break
+    self.manager.wait_until_finished()
+    writer.flush()
+    writer.close()
+    logging.info("Finished at step %d in %s.", step, _format_seconds(time.time() - t_start))
+    return replicas.unreplicate(state)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+  return out
+
+
+def _format_seconds(s: float) -> str:
+  s = int(max(s, 0))
+  h, rem = divmod(s, 3600)
+  m, sec = divmod(rem, 60)
+  return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+def train_and_evaluate(config, workdir: str) -> train_step.TrainState:
+  """Trains per `config` in `workdir`, resuming from its latest checkpoint."""
+  return Trainer.setup(config, workdir).run()

@@ -1,0 +1,36 @@
+"""A trained network as the math's denoiser: f(x_t, t) -> model output, guided or not.
+
+Samplers, losses, the likelihood bound and RePaint (`ddpm.diffusion`) take a `denoise_fn(x_t,
+t)`; `make_denoise_fn` binds a Flax model and its parameters to that signature with dropout
+off, and for a class-conditional model adds the labels and classifier-free guidance
+(`ddpm.diffusion.guidance`).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ddpm.diffusion import guidance
+
+
+def make_denoise_fn(model: nn.Module, params, labels=None, guidance_weight: float = 0.0):
+  """f(x_t, t) -> model output, with dropout off.
+
+  For a class-conditional model (model.num_classes > 0): the output for `labels` [B] guided
+  with weight `guidance_weight` (`ddpm.diffusion.guidance.guided_denoise_fn`), or without labels the
+  unconditional output (the null label). An unconditional model takes neither.
+  """
+  num_classes = getattr(model, "num_classes", 0)
+  if num_classes == 0:
+    if labels is not None:
+      raise ValueError("class labels were given for an unconditional model "
+                       "(config.model.num_classes=0).")
+    if guidance_weight != 0:
+      raise ValueError(f"config.sampling.guidance_weight={guidance_weight} needs a "
+                       "class-conditional model (config.model.num_classes > 0); allowed: 0.")
+    return lambda x, t: model.apply({"params": params}, x, t, train=False)
+  apply = lambda x, t, y: model.apply({"params": params}, x, t, y, train=False)
+  if labels is None:  # The null label: the unconditional model.
+    return lambda x, t: apply(x, t, jnp.full((x.shape[0],), num_classes, jnp.int32))
+  return guidance.guided_denoise_fn(apply, labels, num_classes, guidance_weight)

@@ -1,0 +1,135 @@
+"""Drawing images from a trained model: the U-Net bound to a sampler, run on every device.
+
+`make_generate_fn` builds a `jax.pmap`-ed function params, keys, labels -> images that runs
+the configured sampler (config.sampling) on every local device; `generate` splits a request for
+N images over the devices and returns them as uint8 numpy arrays. A class-conditional model
+samples the requested labels with classifier-free guidance of weight
+config.sampling.guidance_weight (`ddpm.diffusion.guidance`, through `ddpm.pipelines.denoiser`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import jax_utils
+
+from ddpm.data import image_arrays
+from ddpm.diffusion import guidance, samplers, schedules
+from ddpm.diffusion.schedules import Schedule
+from ddpm.models import build
+from ddpm.pipelines import denoiser
+from ddpm.runtime import replicas
+
+
+def sampler_name(sampling_config) -> str:
+  """E.g. "ddim50_eta0", "ddpm1000", "dpm_solver_pp_2m20_quadratic_w2_class3": method, steps,
+  eta (DDIM), variance (DDPM, when not beta_tilde), spacing (when not uniform), guidance
+  weight (when not 0) and class (when one class is drawn)."""
+  s = sampling_config
+  name = f"{s.method}{s.num_steps}"
+  if s.method == "ddim":
+    name += f"_eta{s.eta:g}"
+  if s.method == "ddpm" and s.variance != "beta_tilde":
+    name += f"_{s.variance}"
+  if s.spacing != "uniform":
+    name += f"_{s.spacing}"
+  if s.get("guidance_weight", 0.0) != 0:
+    name += f"_w{s.guidance_weight:g}"
+  if s.get("class_label", -1) >= 0:
+    name += f"_class{s.class_label}"
+  return name
+
+
+def sampler_kwargs(sampling_config, diffusion_config) -> dict:
+  s = sampling_config
+  return dict(num_steps=s.num_steps, eta=s.eta, variance=s.variance, spacing=s.spacing,
+              clip_x0=s.clip_x0, prediction_type=diffusion_config.prediction_type)
+
+
+def make_generate_fn(model: nn.Module, schedule: Schedule, sampling_config, diffusion_config,
+                     per_device: int, image_shape, devices=None) -> callable:
+  """pmap-ed (params [D, ...], keys [D, per_device, 2], labels [D, per_device] int32) -> images
+  in [-1, 1], [D, per_device, ...]. An unconditional model ignores the labels."""
+  method = sampling_config.method
+  kwargs = sampler_kwargs(sampling_config, diffusion_config)
+  conditional = getattr(model, "num_classes", 0) > 0
+  w = float(sampling_config.get("guidance_weight", 0.0))
+
+  def generate_one(params, keys, labels):
+    denoise = denoiser.make_denoise_fn(model, params, labels if conditional else None, w)
+    out = samplers.sample(method, denoise, schedule, keys,
+                          (per_device,) + tuple(image_shape), **kwargs)
+    return out.samples
+
+  # Params must be replicated on mesh axis replicas.AXIS.
+  return jax.pmap(generate_one, axis_name=replicas.AXIS, devices=devices)
+
+
+def generate(generate_fn, replicated_params, key: jax.Array, num: int, per_device: int,
+             labels=None) -> np.ndarray:
+  """Draws `num` images as uint8 [num, H, W, C] with a `make_generate_fn` function.
+
+  Image i is drawn from the key fold_in(key, i) and label `labels[i]` (int [num]; None: 0,
+  for an unconditional model) alone, so the images depend only on `key` and the labels
+  (not on the number of devices or the batch size), up to floating-point differences.
+  """
+  n_dev = jax.tree_util.tree_leaves(replicated_params)[0].shape[0]
+  per_round = per_device * n_dev
+  rounds = -(-num // per_round)
+  labels = np.zeros((num,), np.int32) if labels is None else np.asarray(labels, np.int32)
+  if labels.shape != (num,):
+    raise ValueError(f"labels have shape {labels.shape}; expected ({num},).")
+  labels = np.pad(labels, (0, rounds * per_round - num), mode="edge")
+  out = []
+  t0 = time.time()
+  for i in range(rounds):
+    ids = jnp.arange(i * per_round, (i + 1) * per_round)
+    keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(ids).reshape((n_dev, per_device, -1))
+    y = labels[i * per_round:(i + 1) * per_round].reshape((n_dev, per_device))
+    x = generate_fn(replicated_params, keys, y)
+    out.append(np.asarray(jax.device_get(x)).reshape((-1,) + x.shape[2:]))
+    if rounds > 1:
+      done, elapsed = (i + 1) * per_round, time.time() - t0
+      logging.info("sampled %d/%d images, %.2f images/s, ETA %.0f s", min(done, num), num,
+                   done / elapsed, (rounds - i - 1) * elapsed / (i + 1))
+  return image_arrays.to_uint8(np.concatenate(out)[:num])
+
+
+def sample_labels(config, num: int) -> np.ndarray | None:
+  """The labels of `num` images drawn with config.sampling.class_label (None: unconditional)."""
+  if config.model.num_classes == 0:
+    return None
+  return guidance.class_labels(num, config.model.num_classes, config.sampling.class_label)
+
+
+def grid_columns(config, num: int) -> int | None:
+  """Columns of a sample grid: one row per class when a conditional model draws balanced
+  blocks of all classes (class_label = -1) and the class count divides `num`; else None."""
+  k = config.model.num_classes
+  if k and config.sampling.class_label == -1 and num % k == 0:
+    return num // k
+  return None
+
+
+def draw(config, params, num: int, labels=None) -> tuple[np.ndarray, float]:
+  """`num` uint8 images from unreplicated `params` with config.sampling (seed, method, batch
+  size, guidance weight) on all local devices, and the seconds it took (compilation included).
+
+  `labels` (int [num]) defaults to `sample_labels(config, num)`.
+  """
+  s = config.sampling
+  per_device = -(-min(s.batch_size, num) // jax.local_device_count())
+  schedule = schedules.schedule_from_config(config.diffusion)
+  fn = make_generate_fn(build.create_model(config), schedule, s, config.diffusion, per_device,
+                        build.image_shape(config))
+  t0 = time.time()
+  if labels is None:
+    labels = sample_labels(config, num)
+  images = generate(fn, jax_utils.replicate(params, axis_name=replicas.AXIS),
+                    jax.random.PRNGKey(s.seed), num, per_device, labels)
+  return images, time.time() - t0

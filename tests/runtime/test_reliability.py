@@ -1,0 +1,170 @@
+"""Runs that survive: damaged checkpoints, non-finite steps, signals, kills at any moment."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from ddpm.runtime import checkpointing
+from tiny_state import tiny_state
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+HAVE_MNIST = (pathlib.Path(os.environ.get("TFDS_DATA_DIR", "/nonexistent")) / "mnist").is_dir()
+
+
+def _truncate_data(step_dir):
+  for f in (step_dir / "state").rglob("*"):
+    if f.is_file() and f.stat().st_size > 100:
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _garbage_metadata(step_dir):
+  (step_dir / "state" / "_METADATA").write_bytes(b"\x00garbage")
+
+
+def _missing_manifest(step_dir):
+  (step_dir / "state" / "manifest.ocdbt").unlink()
+
+
+def _garbage_meta_json(step_dir):
+  for f in (step_dir / "meta").glob("metadata"):
+    f.write_text("{not json")
+
+
+@pytest.mark.parametrize("damage", [_truncate_data, _garbage_metadata, _missing_manifest,
+                                    _garbage_meta_json])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_good_one(tmp_path, damage, caplog):
+  *_, state, meta = tiny_state()
+  manager = checkpointing.create_manager(str(tmp_path), max_to_keep=3)
+  for step in (1, 2, 3):
+    s = state.replace(step=jnp.asarray(step, jnp.int32),
+                      params=jax.tree_util.tree_map(lambda x: x + step, state.params))
+    checkpointing.save(manager, step, s, meta)
+  manager.wait_until_finished()
+  damage(tmp_path / "checkpoints" / "3")
+  good = {str(p): p.read_bytes() for p in (tmp_path / "checkpoints" / "2").rglob("*") if p.is_file()}
+  restored = checkpointing.restore(manager, state, meta)
+  assert int(restored.step) == 2
+  leaf = jax.tree_util.tree_leaves(restored.params)[0]
+  np.testing.assert_array_equal(leaf, np.asarray(jax.tree_util.tree_leaves(state.params)[0]) + 2)
+  assert manager.all_steps() == [1, 2]
+  assert (tmp_path / "checkpoints_corrupt" / "3").is_dir()  # Moved aside, not deleted.
+  assert good == {str(p): p.read_bytes() for p in (tmp_path / "checkpoints" / "2").rglob("*")
+                  if p.is_file()}
+  # Training on saves step 3 again without touching the good ones.
+  checkpointing.save(manager, 3, restored.replace(step=jnp.asarray(3, jnp.int32)), meta)
+  manager.wait_until_finished()
+  assert manager.all_steps() == [1, 2, 3]
+  manager.close()
+
+
+def test_a_checkpoint_with_nans_is_never_written(tmp_path):
+  *_, state, meta = tiny_state()
+  manager = checkpointing.create_manager(str(tmp_path), max_to_keep=3)
+  bad = state.replace(params=jax.tree_util.tree_map(lambda x: x.at[(0,) * x.ndim].set(jnp.nan),
+                                                    state.params))
+  with pytest.raises(FloatingPointError, match="refusing to write checkpoint step 5"):
+    checkpointing.save(manager, 5, bad, meta)
+  manager.wait_until_finished()
+  assert manager.all_steps() == []
+  # One written behind our back (orbax directly) is treated as damaged on restore.
+  checkpointing.save(manager, 1, state, meta)
+  manager.save(2, args=ocp.args.Composite(state=ocp.args.StandardSave(bad),
+                                          meta=ocp.args.JsonSave(meta)))
+  manager.wait_until_finished()
+  assert int(checkpointing.restore(manager, state, meta).step) == 0  # Step 1's state: step 0.
+  assert manager.all_steps() == [1]
+  assert (tmp_path / "checkpoints_corrupt" / "2").is_dir()
+  manager.close()
+
+
+def _launch(workdir, *args):
+  cmd = [sys.executable, "-u", "-m", "ddpm.main", "--config=configs/tiny.py", f"--workdir={workdir}",
+         "--config.training.sample_every_steps=0", "--config.training.log_every_steps=1",
+         "--config.training.checkpoint_every_steps=5", "--config.training.keep_checkpoints=3", *args]
+  return subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+
+
+def _wait_for(proc, needle, timeout=300):
+  """Reads the process's log until a line contains `needle`; returns the lines read."""
+  lines, start = [], time.time()
+  for line in proc.stderr:
+    lines.append(line)
+    if needle in line:
+      return lines
+    if time.time() - start > timeout:
+      break
+  raise AssertionError(f"never saw {needle!r}; last lines: {''.join(lines[-20:])}")
+
+
+def _flat_state(workdir, step):
+  return ocp.tree.to_flat_dict(ocp.StandardCheckpointer().restore(
+      pathlib.Path(workdir) / "checkpoints" / str(step) / "state"))
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason="needs the prepared MNIST in TFDS_DATA_DIR")
+def test_sigkill_at_any_moment_then_restart_ends_bit_identical(tmp_path):
+  steps = "--config.training.num_train_steps=30"
+  reference = _launch(tmp_path / "reference", steps)
+  assert reference.wait(timeout=600) == 0, reference.stderr.read()[-3000:]
+  killed = tmp_path / "killed"
+  # Kill points: mid-interval, right as a checkpoint write starts, and just after one.
+  for needle, delay in (("step 7/30", 0.0), ("Saving checkpoint at step 15", 0.0),
+                        ("step 21/30", 0.05)):
+    proc = _launch(killed, steps)
+    _wait_for(proc, needle)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+  final = _launch(killed, steps)
+  log = "".join(_wait_for(final, "Finished at step 30"))
+  assert final.wait(timeout=120) == 0
+  assert "Restored checkpoint at step" in log
+  a, b = _flat_state(tmp_path / "reference", 30), _flat_state(killed, 30)
+  assert a.keys() == b.keys() and len(a) > 10
+  for k in a:  # step, params, EMA params, optimizer state and RNG key.
+    np.testing.assert_array_equal(a[k], b[k], err_msg=str(k))
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason="needs the prepared MNIST in TFDS_DATA_DIR")
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  proc = _launch(tmp_path, "--config.training.num_train_steps=1000")
+  _wait_for(proc, "step 12/1000")
+  proc.send_signal(signal.SIGTERM)
+  rest = proc.stderr.read()
+  assert proc.wait(timeout=120) == 0, rest[-3000:]
+  assert "Stopped by signal" in rest
+  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert 12 <= steps[-1] < 1000, (steps, rest[-4000:])
+  assert int(_flat_state(tmp_path, steps[-1])[("step",)]) == steps[-1]
+
+
+def test_retention_keeps_the_newest_k_and_every_nth(tmp_path):
+  *_, state, meta = tiny_state()
+  manager = checkpointing.create_manager(str(tmp_path), max_to_keep=2, keep_period=4)
+  for step in range(1, 11):
+    checkpointing.save(manager, step, state.replace(step=jnp.asarray(step, jnp.int32)), meta)
+  manager.wait_until_finished()
+  assert manager.all_steps() == [4, 8, 9, 10]
+  manager.close()
+
+
+def test_nonfinite_arrays_names_exactly_the_bad_leaves():
+  from hypothesis import given, strategies as st
+
+  @given(st.lists(st.sampled_from([0.0, 1.5, np.nan, np.inf, -np.inf]), min_size=1, max_size=6))
+  def check(values):
+    tree = {f"w{i}": np.full((2,), v, np.float32) for i, v in enumerate(values)}
+    tree["count"] = np.int32(3)  # Integers are never "non-finite".
+    expected = sorted(f"w{i}" for i, v in enumerate(values) if not np.isfinite(v))
+    assert sorted(checkpointing.nonfinite_arrays(tree)) == expected
+  check()
