@@ -75,12 +75,20 @@ def ddpm_step(schedule: Schedule, x0_hat, xt, t, t_prev, key, variance: str = "b
   """One ancestral step x_t -> x_{t_prev} given the model's x0_hat (scalar t, t_prev).
 
   x_{t_prev} = mu_tilde(x0_hat, x_t) + sigma z with sigma^2 = beta_tilde or beta of the pair
-  (see the module docstring); t_prev = -1 marks the last step, which adds no noise.
+  (see the module docstring); t_prev = -1 marks the last step, which adds no noise. Between
+  adjacent steps (t_prev = t - 1, the full chain) the coefficients are the schedule's own
+  (Ho et al. 2020, eq. 7, computed in float64); the pairwise formula from alpha_bar ratios in
+  float32 would be off by up to ~5e-4 relative at small t.
   """
   if variance not in VARIANCES:
     raise ValueError(f"DDPM variance {variance!r} is unknown; allowed: {', '.join(VARIANCES)}.")
   ab_t, ab_prev = _alpha_bar_pair(schedule, t, t_prev)
   coef_x0, coef_xt, var_tilde, beta = forward.posterior_coefficients(ab_t, ab_prev)
+  adjacent = t_prev == t - 1
+  coef_x0 = jnp.where(adjacent, schedule.posterior_mean_coef_x0[t], coef_x0)
+  coef_xt = jnp.where(adjacent, schedule.posterior_mean_coef_xt[t], coef_xt)
+  var_tilde = jnp.where(adjacent, schedule.posterior_variance[t], var_tilde)
+  beta = jnp.where(adjacent, schedule.betas[t], beta)
   mean = coef_x0 * x0_hat + coef_xt * xt
   var = var_tilde if variance == "beta_tilde" else beta
   z = keys.normal(key, xt.shape, xt.dtype)

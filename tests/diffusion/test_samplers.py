@@ -65,6 +65,20 @@ def test_ddim_with_eta_one_is_ddpm_with_beta_tilde(t, seed):
   np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
+@given(st.integers(0, 999), st.integers(0, 2**31 - 1), st.sampled_from(samplers.VARIANCES))
+def test_a_full_chain_ddpm_step_is_the_schedules_posterior(t, seed, variance):
+  """Between adjacent steps x_{t-1} = mu_tilde(x0_hat, x_t) + sigma z with the schedule's own
+  eq. 7 constants (float64-derived), not a float32 ratio of alpha_bars."""
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+  xt = jax.random.normal(k1, SHAPE)
+  x0_hat = jnp.clip(jax.random.normal(k2, SHAPE), -1, 1)
+  x = samplers.ddpm_step(S, x0_hat, xt, t, t - 1, k3, variance)
+  mean, var, _ = forward.q_posterior_mean_variance(S, x0_hat, xt, jnp.full((SHAPE[0],), t))
+  var = var if variance == "beta_tilde" else S.betas[t]
+  want = mean + (jnp.sqrt(var) if t > 0 else 0.0) * jax.random.normal(k3, SHAPE)
+  np.testing.assert_allclose(x, want, rtol=1e-6, atol=1e-6)
+
+
 def test_ddpm_step_noise_has_the_posterior_variance():
   t, n = 500, 100_000
   xt, x0 = jnp.zeros((n, 1)), jnp.zeros((n, 1))
