@@ -1,0 +1,57 @@
+"""experiments/quality/harness.py: its pure parts (sampler specs, NFE, which checkpoint a minute
+mark scores, the eval key it reads back, the results table). Its runs are experiments, not tests."""
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import ml_collections
+import pytest
+
+from ddpm.pipelines import generation
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("harness", REPO / "experiments/quality/harness.py")
+harness = importlib.util.module_from_spec(_spec)
+sys.modules["harness"] = harness  # dataclasses look their module up.
+_spec.loader.exec_module(harness)
+
+
+def test_sampler_specs_nfe_and_the_eval_key_match_the_package():
+  got = harness.parse_samplers("heun:10:trailing, dpm_solver_pp_2m:20,ddim:50:quadratic")
+  assert [(s.method, s.steps, s.spacing, s.nfe) for s in got] == [
+      ("heun", 10, "trailing", 19), ("dpm_solver_pp_2m", 20, "uniform", 20),
+      ("ddim", 50, "quadratic", 50)]
+  for s in got:  # The key --mode=eval writes is the one the harness reads back.
+    cfg = ml_collections.ConfigDict(dict(method=s.method, num_steps=s.steps, spacing=s.spacing,
+                                         eta=0.0, variance="beta_tilde", guidance_weight=0.0,
+                                         class_label=-1))
+    assert s.eval_name(0) == f"{generation.sampler_name(cfg)}_seed0"
+
+
+@pytest.mark.parametrize("bad", ["", "heun", "heun:x", "euler:10", "ddim:10:cosine"])
+def test_bad_sampler_specs_are_one_line_errors(bad):
+  with pytest.raises(ValueError) as e:
+    harness.parse_samplers(bad)
+  assert "\n" not in str(e.value)
+
+
+def test_a_minute_mark_scores_the_newest_checkpoint_written_by_then():
+  written = {250: 3.1, 500: 6.0, 750: 9.2, 812: 12.05}
+  assert harness.checkpoint_at(written, 2.0) is None
+  assert harness.checkpoint_at(written, 6.0) == 500
+  assert harness.checkpoint_at(written, 12.0) == 750
+  assert harness.checkpoint_at(written, 12.1) == 812
+
+
+def test_render_tables_every_row(tmp_path):
+  row = dict(run="baseline", overrides=["--config.diffusion.prediction_type=v"], seed=0,
+             minutes=12.0, step=900, sampler="heun 10 trailing (19 NFE)", nfe=19,
+             num_samples=10000, fid=55.1, precision=0.63, recall=0.91, inception_score=8.9,
+             real_floor_fid=0.83)
+  (tmp_path / "runs.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(row | {"seed": 1}) + "\n")
+  harness.render(tmp_path)
+  table = (tmp_path / "RESULTS.md").read_text()
+  assert table.count("| baseline |") == 2 and "| 55.10 | 0.630 | 0.910 |" in table
+  assert (tmp_path / "fid_vs_minutes.png").stat().st_size > 0
