@@ -43,6 +43,9 @@ def test_a_minute_mark_scores_the_newest_checkpoint_written_by_then():
   assert harness.checkpoint_at(written, 6.0) == 500
   assert harness.checkpoint_at(written, 12.0) == 750
   assert harness.checkpoint_at(written, 12.1) == 812
+  # At the budget: the checkpoint saved when the run was stopped, whenever it landed.
+  assert harness.checkpoint_at(written, 12.0, budget=12.0) == 812
+  assert harness.checkpoint_at(written, 9.5, budget=12.0) == 750
 
 
 def test_render_tables_every_row(tmp_path):

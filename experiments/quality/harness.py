@@ -92,8 +92,12 @@ def parse_samplers(spec: str) -> list[Sampler]:
   return out
 
 
-def checkpoint_at(checkpoint_minutes: dict[int, float], minutes: float) -> int | None:
-  """The newest checkpoint step written at or before `minutes` after launch (None: none yet)."""
+def checkpoint_at(checkpoint_minutes: dict[int, float], minutes: float,
+                  budget: float | None = None) -> int | None:
+  """The newest checkpoint step written at or before `minutes` after launch (None: none yet);
+  at or past the `budget`, the last checkpoint (the one saved when the run was stopped)."""
+  if budget is not None and minutes >= budget and checkpoint_minutes:
+    return max(checkpoint_minutes)
   done = [s for s, m in checkpoint_minutes.items() if m <= minutes + 1e-9]
   return max(done) if done else None
 
@@ -133,6 +137,8 @@ def train(args, workdir: str, log) -> tuple[dict[int, float], list[str]]:
       seen[int(p.name)] = (time.time() - t0) / 60
   log(f"trained {max(seen)} steps in {(time.time() - t0) / 60:.1f} min; checkpoints at "
       + ", ".join(f"{s} ({m:.1f} min)" for s, m in sorted(seen.items())))
+  with open(pathlib.Path(workdir) / "harness_checkpoints.json", "w") as f:
+    json.dump({"checkpoint_minutes": seen, "train_command": cmd}, f, indent=1)
   return seen, cmd
 
 
@@ -210,6 +216,8 @@ def parse_args(argv=None):
   p.add_argument("--workdir_root", default="/tmp/ddpm_quality")
   p.add_argument("--out", default=str(HERE))
   p.add_argument("--render", action="store_true", help="only re-render RESULTS.md and the plot")
+  p.add_argument("--eval_only", action="store_true",
+                 help="score an existing run's workdir (trained by this harness) again")
   return p.parse_args(argv)
 
 
@@ -227,7 +235,11 @@ def main(argv=None) -> None:
   except ValueError as e:
     sys.exit(f"harness: error: {e}")
   workdir = os.path.join(args.workdir_root, f"{args.name}_seed{args.seed}")
-  if os.path.exists(workdir):
+  if args.eval_only:
+    record = pathlib.Path(workdir) / "harness_checkpoints.json"
+    if not record.is_file():
+      sys.exit(f"harness: error: --eval_only needs {record}, written when this harness trained it")
+  elif os.path.exists(workdir):
     sys.exit(f"harness: error: {workdir} exists; a run starts from nothing (remove it or rename)")
   os.makedirs(args.workdir_root, exist_ok=True)
   log_path = pathlib.Path(workdir + ".harness.log")
@@ -236,9 +248,15 @@ def main(argv=None) -> None:
     print(line, flush=True)
     with open(log_path, "a") as f:
       f.write(line + "\n")
-  checkpoints, train_cmd = train(args, workdir, log)
+  if args.eval_only:
+    with open(pathlib.Path(workdir) / "harness_checkpoints.json") as f:
+      record = json.load(f)
+    checkpoints = {int(k): v for k, v in record["checkpoint_minutes"].items()}
+    train_cmd = record["train_command"]
+  else:
+    checkpoints, train_cmd = train(args, workdir, log)
   for minutes in marks:
-    step = checkpoint_at(checkpoints, minutes)
+    step = checkpoint_at(checkpoints, minutes, args.minutes)
     if step is None:
       log(f"no checkpoint by {minutes} min; skipped")
       continue
