@@ -191,6 +191,7 @@ def render(out_dir: pathlib.Path) -> None:
     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{run} s{seed}, {sampler}")
   ax.axhline(rows[-1]["real_floor_fid"], color="k", ls=":", lw=0.8, label="real test images")
   ax.set_yscale("log")
+  ax.set_xlim(0, 1.1 * max(r["minutes"] for r in rows))
   ax.set_xlabel("wall-clock minutes of training (2-core CPU)")
   ax.set_ylabel("FID (classifier features)")
   ax.grid(alpha=0.3, which="both")
