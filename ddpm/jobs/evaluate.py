@@ -61,6 +61,7 @@ class EvalJob:
   step: int
   metrics: tuple[str, ...]
   extractor: features.FeatureExtractor | None
+  samples: np.ndarray | None = None  # config.eval.samples_npz's images, read (and checked) once.
 
   @classmethod
   def setup(cls, config, workdir: str) -> "EvalJob":
@@ -69,10 +70,11 @@ class EvalJob:
     ev = config.eval
     wanted = tuple(m.strip() for m in ev.metrics.split(",") if m.strip())
     extractor = features.extractor_for(config) if "samples" in wanted else None
-    if "samples" in wanted and ev.samples_npz:
-      image_files.read_npz_images(ev.samples_npz, build.image_shape(config),
-                                  config_key="config.eval.samples_npz")  # Fail before any work.
-    return cls(config, *restore.restore_params(config, workdir), wanted, extractor)
+    samples = None
+    if "samples" in wanted and ev.samples_npz:  # Read here: a bad file fails before any work.
+      samples = image_files.read_npz_images(ev.samples_npz, build.image_shape(config),
+                                            config_key="config.eval.samples_npz")
+    return cls(config, *restore.restore_params(config, workdir), wanted, extractor, samples)
 
   def run(self) -> dict:
     c, ev = self.config, self.config.eval
@@ -95,8 +97,7 @@ class EvalJob:
                    ev.real_split, ev.reference_split, floor["fid"], floor["inception_score"],
                    floor["precision"], floor["recall"])
       if ev.samples_npz:
-        images = image_files.read_npz_images(ev.samples_npz, build.image_shape(c),
-                                             config_key="config.eval.samples_npz")
+        images = self.samples
         name, info = os.path.splitext(os.path.basename(ev.samples_npz))[0], {"npz": ev.samples_npz}
       else:
         images, info = self._draw(ev.num_samples)
