@@ -40,6 +40,10 @@ import subprocess
 import sys
 import time
 
+import ml_collections
+
+from ddpm.pipelines import generation
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
 METHODS = ("ddpm", "ddim", "dpm_solver_pp_2m", "heun")
@@ -66,13 +70,10 @@ class Sampler:
             f"--config.sampling.spacing={self.spacing}", "--config.sampling.eta=0.0"]
 
   def eval_name(self, seed: int) -> str:
-    """The key `--mode=eval` files these samples under (ddpm.pipelines.generation.sampler_name)."""
-    name = f"{self.method}{self.steps}"
-    if self.method == "ddim":
-      name += "_eta0"
-    if self.spacing != "uniform":
-      name += f"_{self.spacing}"
-    return f"{name}_seed{seed}"
+    """The key `--mode=eval` files these samples under: the package's own sampler name."""
+    s = ml_collections.ConfigDict(dict(method=self.method, num_steps=self.steps,
+                                       spacing=self.spacing, eta=0.0, variance="beta_tilde"))
+    return f"{generation.sampler_name(s)}_seed{seed}"
 
 
 def parse_samplers(spec: str) -> list[Sampler]:
@@ -106,6 +107,14 @@ def main_command(config: str, workdir: str, *flags: str) -> list[str]:
   return [sys.executable, "-m", "ddpm.main", f"--config={config}", f"--workdir={workdir}", *flags]
 
 
+def record_checkpoints(ckpt_dir: pathlib.Path, seen: dict[int, float], minutes: float) -> None:
+  """Adds each finished checkpoint (orbax renames it to its step number) not yet in `seen`."""
+  if ckpt_dir.is_dir():
+    for p in ckpt_dir.iterdir():
+      if p.name.isdigit() and int(p.name) not in seen:
+        seen[int(p.name)] = minutes
+
+
 def train(args, workdir: str, log) -> tuple[dict[int, float], list[str]]:
   """Trains for args.minutes of wall clock; returns ({checkpoint step: minutes}, command)."""
   cmd = main_command(args.config, workdir, "--config.training.num_train_steps=1000000",
@@ -123,18 +132,13 @@ def train(args, workdir: str, log) -> tuple[dict[int, float], list[str]]:
     while proc.poll() is None:
       time.sleep(2)
       minutes = (time.time() - t0) / 60
-      if ckpt_dir.is_dir():
-        for p in ckpt_dir.iterdir():  # Orbax renames a finished checkpoint to its step number.
-          if p.name.isdigit() and int(p.name) not in seen:
-            seen[int(p.name)] = minutes
+      record_checkpoints(ckpt_dir, seen, minutes)
       if minutes >= args.minutes and not stopped:
         proc.send_signal(signal.SIGTERM)  # Saves a checkpoint at this step, then exits 0.
         stopped = True
     if proc.returncode != 0:
       raise RuntimeError(f"training exited with status {proc.returncode}; see {out.name}")
-  for p in ckpt_dir.iterdir():  # The final checkpoint, written as the run stopped.
-    if p.name.isdigit() and int(p.name) not in seen:
-      seen[int(p.name)] = (time.time() - t0) / 60
+  record_checkpoints(ckpt_dir, seen, (time.time() - t0) / 60)  # The one saved at the stop.
   log(f"trained {max(seen)} steps in {(time.time() - t0) / 60:.1f} min; checkpoints at "
       + ", ".join(f"{s} ({m:.1f} min)" for s, m in sorted(seen.items())))
   with open(pathlib.Path(workdir) / "harness_checkpoints.json", "w") as f:
