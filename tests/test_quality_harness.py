@@ -8,6 +8,7 @@ import sys
 
 import ml_collections
 import pytest
+from hypothesis import given, strategies as st
 
 from ddpm.pipelines import generation
 
@@ -46,6 +47,20 @@ def test_a_minute_mark_scores_the_newest_checkpoint_written_by_then():
   # At the budget: the checkpoint saved when the run was stopped, whenever it landed.
   assert harness.checkpoint_at(written, 12.0, budget=12.0) == 812
   assert harness.checkpoint_at(written, 9.5, budget=12.0) == 750
+
+
+@given(st.dictionaries(st.integers(1, 10_000), st.floats(0, 60), min_size=1), st.floats(0, 60),
+       st.floats(0, 60))
+def test_the_checkpoint_of_a_mark_is_the_newest_written_by_then_and_grows_with_the_mark(
+    written, m1, m2):
+  lo, hi = sorted((m1, m2))
+  for m in (lo, hi):
+    got = harness.checkpoint_at(written, m)
+    by_then = [s for s, t in written.items() if t <= m + 1e-9]  # Its float tolerance.
+    assert got == (max(by_then) if by_then else None)
+  a, b = harness.checkpoint_at(written, lo), harness.checkpoint_at(written, hi)
+  assert a is None or (b is not None and a <= b)
+  assert harness.checkpoint_at(written, hi, budget=lo) == max(written)  # Past the budget: the last.
 
 
 def test_render_tables_every_row(tmp_path):

@@ -1,5 +1,6 @@
 """Properties of the beta schedules and the constants derived from them."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -97,3 +98,15 @@ def test_sigmoid_schedule_follows_its_closed_form():
   u = np.arange(1, T) / T
   expected = (sig(3.0) - sig(u * 6.0 - 3.0)) / (sig(3.0) - sig(-3.0))
   np.testing.assert_allclose(s.alpha_bars[:-1][: T - 100], expected[: T - 100], rtol=1e-4)
+
+
+@given(names, st.integers(2, 300), st.data())
+def test_alpha_bar_at_is_the_product_of_alphas_with_one_for_the_data(name, T, data):
+  """alpha_bar_t = prod_{s<=t} (1 - beta_s) for t >= 0, and alpha_bar_{-1} = 1 (x_{-1} = x_0)."""
+  s = schedules.make_schedule(name, T)
+  t = data.draw(st.integers(-1, T - 1))
+  want = 1.0 if t < 0 else float(np.prod(1.0 - np.asarray(s.betas, np.float64)[:t + 1]))
+  got = float(schedules.alpha_bar_at(s, jnp.asarray(t)))
+  assert got == pytest.approx(want, rel=1e-4, abs=1e-7)
+  if t >= 0:
+    assert got == float(s.alpha_bars[t])
