@@ -26,13 +26,14 @@ same command, each with its own process id; see `ddpm.runtime.distributed`:
 Each mode is a job of `ddpm.jobs` (`ddpm.jobs.setup_job`, also re-exported here for notebooks).
 """
 
+import importlib.util
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ddpm.runtime import distributed
+from ddpm.runtime import distributed, storage
 
 FLAGS = flags.FLAGS
 
@@ -53,10 +54,43 @@ distributed.define_flags()
 
 
 class _QuietOrbax(logging.logging.Filter):
-  """Drops orbax's INFO chatter (a dozen lines per save); its warnings and errors stay."""
+  """Drops orbax's INFO chatter (a dozen lines per save); its warnings and errors stay, each as
+  one line: the tracebacks of its background threads (e.g. every write thread's after a full
+  disk) are dropped, since the save's caller reports the failure once (`ddpm.runtime.storage`)."""
 
   def filter(self, record):
-    return record.levelno >= logging.logging.WARNING or "/orbax/" not in record.pathname
+    if "/orbax/" not in record.pathname:
+      return True
+    if record.levelno < logging.logging.WARNING:
+      return False
+    if record.exc_info or record.exc_text:
+      record.msg = record.getMessage().splitlines()[0][:300]
+      record.args, record.exc_info, record.exc_text = (), None, None
+    return True
+
+
+def _is_closed_loop_error(exc) -> bool:
+  return type(exc) is RuntimeError and str(exc) == "Event loop is closed"
+
+
+def _quiet_closed_loop_callbacks() -> None:
+  """sys.excepthook and sys.unraisablehook without the 'Event loop is closed' tracebacks that
+  TensorStore's write callbacks raise, one per pending write, when orbax's save loop has already
+  stopped on an earlier write error (a full disk); every other exception is printed as before."""
+  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+  if getattr(excepthook, "ddpm_quiet", False):
+    return
+
+  def quiet_excepthook(exc_type, exc, tb):
+    if not _is_closed_loop_error(exc):
+      excepthook(exc_type, exc, tb)
+
+  def quiet_unraisablehook(unraisable):
+    if not _is_closed_loop_error(unraisable.exc_value):
+      unraisablehook(unraisable)
+
+  quiet_excepthook.ddpm_quiet = True
+  sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
 
 
 def quiet_logging() -> None:
@@ -66,6 +100,80 @@ def quiet_logging() -> None:
   logger = logging.get_absl_logger()
   if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
     logger.addFilter(_QuietOrbax())
+  _quiet_closed_loop_callbacks()
+
+
+def _config_file_argument(argv) -> str | None:
+  """The value of the last --config in `argv` (`--config=PATH` or `--config PATH`; absl takes
+  the last), or None."""
+  value = None
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      value = arg[len("--config="):]
+    elif arg == "--config" and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def _load_config_file(spec: str):
+  """The ConfigDict of a config file argument (`PATH` or `PATH:ARG`, as ml_collections reads
+  it); ValueError with one line when the file is missing or its get_config fails."""
+  path, arg = spec, None
+  if not os.path.isfile(path) and ":" in spec:
+    path, arg = spec.rsplit(":", 1)
+  if not os.path.isfile(path):
+    raise ValueError(f"--config={spec}: no such file; allowed: a config file such as "
+                     "configs/mnist.py (a path relative to the current directory or absolute).")
+  try:
+    module_spec = importlib.util.spec_from_file_location("_ddpm_checked_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg is not None else module.get_config()
+  except Exception as e:  # pylint: disable=broad-except  # Any error of the user's file.
+    raise ValueError(f"--config={spec} could not be loaded ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''}).") from None
+
+
+def config_argument_error(argv) -> str | None:
+  """A one-line error for a --config file that cannot be loaded or a --config.<key> override
+  naming a key the config does not have; None when both are fine (values are checked later).
+
+  ml_collections raises a traceback for either; this runs before absl parses the flags.
+  """
+  spec = _config_file_argument(argv)
+  overrides = [a for a in argv if a.startswith(("--config.", "--noconfig."))]
+  if spec is None:
+    return None
+  try:
+    config = _load_config_file(spec)
+  except ValueError as e:
+    return str(e)
+  for arg in overrides:
+    dotted = arg.split("=", 1)[0].split(".", 1)[1]
+    node, where = config, "config"
+    for part in dotted.split("."):
+      keys = getattr(node, "keys", None)
+      if keys is None:  # A leaf (e.g. a tuple element): the value check comes later.
+        break
+      if part not in node:
+        allowed = ", ".join(sorted(node.keys()))
+        return (f"{arg}: {where} has no key {part!r}; allowed: {allowed} (the keys of {where} in "
+                f"{spec}).")
+      node, where = node[part], f"{where}.{part}"
+  return None
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with one-line errors for a bad --config file or override key."""
+  error = config_argument_error(argv)
+  if error:
+    print(f"ddpm: error: {error}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f"ddpm: error: {e}. Pass --helpfull to see the flags.", file=sys.stderr)
+    sys.exit(2)
 
 
 def setup_job(mode: str, config, workdir: str):
@@ -97,10 +205,11 @@ def main(argv):
     sys.exit(f"ddpm: error: {e}")
   try:
     job.run()
-  except FloatingPointError as e:  # nan_policy=stop: the message names the step.
+  except (FloatingPointError, storage.WriteError) as e:
+    # nan_policy=stop (the message names the step), or a full disk (it says what is intact).
     logging.error("%s", e)
     sys.exit(f"ddpm: error: {e}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,4 +1,5 @@
-"""A user's images on disk: an .npz with an `images` array, a folder of PNGs, a PNG mask.
+"""A user's images on disk: an .npz with an `images` array, a folder of PNGs, a PNG mask; and
+the .npz a job writes (atomically).
 
 Every reader returns uint8 arrays of the model's image shape [N, H, W, C] (a mask: float32
 [H, W, 1], 1 = known), and stops with a one-line ValueError naming the file and the config key
@@ -8,6 +9,7 @@ that pointed at it when the file is missing, unreadable or of another shape.
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 from PIL import Image
@@ -21,12 +23,43 @@ def read_npz_images(path: str, image_shape, num: int | None = None,
   against `image_shape` (H, W, C); errors name `config_key` (e.g. config.eval.samples_npz)."""
   if not os.path.isfile(path):
     raise ValueError(f"{config_key}={path} does not exist.")
-  with np.load(path) as f:
+  try:
+    f = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError) as e:  # Not a zip (nor .npy), or truncated.
+    raise ValueError(f"{config_key}={path} is not a readable .npz ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0][:120] if str(e) else 'empty'}); allowed: an .npz "
+                     "with an `images` array, as --mode=sample writes.") from None
+  if not isinstance(f, np.lib.npyio.NpzFile):
+    raise ValueError(f"{config_key}={path} holds a single array, not an .npz; allowed: an .npz "
+                     "with an `images` array, as --mode=sample writes.")
+  with f:
     if "images" not in f.files:
       raise ValueError(f"{config_key}={path} has no 'images' array (has: "
                        f"{', '.join(f.files)}).")
-    images = f["images"] if num is None else f["images"][:num]
+    try:
+      images = f["images"] if num is None else f["images"][:num]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+      raise ValueError(f"{config_key}={path}: its `images` array cannot be read "
+                       f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}).") from None
   return image_arrays.check_images(images, tuple(image_shape), name=f"images in {path}")
+
+
+def write_npz_atomically(path: str, **arrays) -> str:
+  """np.savez_compressed(path, **arrays) through a temporary file renamed into place, so `path`
+  is either the complete new file or what it was before (never half-written); OSError (full
+  disk, ...) leaves no temporary file behind."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "wb") as f:
+      np.savez_compressed(f, **arrays)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
 
 
 def read_png_folder(path: str, image_shape, num: int | None = None,
@@ -38,8 +71,13 @@ def read_png_folder(path: str, image_shape, num: int | None = None,
     raise ValueError(f"{config_key}={path} holds no .png files.")
   images = []
   for n in names:
-    with Image.open(os.path.join(path, n)) as im:
-      a = np.asarray(im.convert("L" if image_shape[2] == 1 else "RGB"))
+    try:
+      with Image.open(os.path.join(path, n)) as im:
+        a = np.asarray(im.convert("L" if image_shape[2] == 1 else "RGB"))
+    except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated.
+      raise ValueError(f"{config_key}: {os.path.join(path, n)} is not a readable PNG "
+                       f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                       "fix or remove it.") from None
     if a.shape[:2] != tuple(image_shape[:2]):
       raise ValueError(f"{config_key}: {n} is {a.shape[0]}x{a.shape[1]}, the model's "
                        f"images are {image_shape[0]}x{image_shape[1]}.")

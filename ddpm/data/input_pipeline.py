@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from typing import Iterator
 
 import jax
@@ -72,10 +73,33 @@ def get_builder(data_config):
         f"in tfds.list_builders(), e.g. mnist, fashion_mnist, cifar10.") from None
 
 
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)  # Where tfds downloads MNIST-like datasets.
+
+
+def download_host_unreachable(timeout: float = 5.0) -> str | None:
+  """Why tfds' download host cannot be reached (no DNS, no route), or None if it can (or a
+  proxy is configured, which then decides)."""
+  if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+    return None
+  try:
+    socket.create_connection(DOWNLOAD_HOST, timeout=timeout).close()
+  except OSError as e:
+    return f"no network: {DOWNLOAD_HOST[0]}:{DOWNLOAD_HOST[1]} unreachable, {e}"
+  return None
+
+
 def ensure_prepared(builder, data_config) -> None:
   """Downloads and prepares the dataset if needed, with a clear hint when offline."""
   if builder.is_prepared():
     return
+  root = data_dir_from_config(data_config) or builder.data_dir
+  where = repr(root) if os.path.isdir(root) else f"{root!r}, which does not exist"
+  unreachable = download_host_unreachable()
+  if unreachable:  # Fail at once instead of minutes of download retries.
+    raise RuntimeError(
+        f"dataset {data_config.dataset!r} is not prepared in data_dir={where} and cannot be "
+        f"downloaded ({unreachable}); set TFDS_DATA_DIR or config.data.data_dir to a "
+        "prepared tensorflow_datasets directory.")
   try:
     builder.download_and_prepare()
   except Exception as e:  # Network errors come in many types.
