@@ -1,7 +1,8 @@
 """A tiny MNIST config for tests and smoke runs: compiles and trains in seconds on a CPU.
 
 16x16 images (MNIST resized), a 2-level U-Net with 16 base channels, T = 100 with linear betas
-rescaled to T (so x_T is still close to N(0, I)), DDIM with 10 steps for sample grids.
+rescaled to T (so x_T is still close to N(0, I)), DDIM with 10 steps for sample grids; the
+edit and anomaly time steps scaled to T.
 """
 
 from configs import default as default_lib
@@ -38,6 +39,11 @@ def get_config():
   config.training.num_sample_images = 16
   config.training.checkpoint_every_steps = 10
   config.training.keep_checkpoints = 2
+
+  # Defaults given in steps of T = 1000 elsewhere, scaled to this T = 100 so that every mode
+  # runs on this config without overrides (tests/jobs/test_configs.py checks every config).
+  config.edit.num_steps = 25
+  config.anomaly.timesteps = (1, 5, 10, 20, 30, 50, 70)
 
   config.sampling.method = "ddim"
   config.sampling.num_steps = 10

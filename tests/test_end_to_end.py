@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -67,6 +68,37 @@ def test_restart_resumes_exactly_where_an_uninterrupted_run_would_be(trained, tm
     np.testing.assert_array_equal(flat_a[k], flat_b[k], err_msg=str(k))
 
 
+def test_a_killed_sample_job_resumes_from_its_shards_bit_identically(trained):
+  """--mode=sample keeps each round in numbered shards; SIGKILLed midway and rerun with the same
+  command, it draws only the missing rounds and writes the images an uninterrupted job does."""
+  workdir, _, _ = trained
+  args = ["--mode=sample", "--config.sampling.num_samples=256", "--config.sampling.batch_size=8",
+          "--config.sampling.seed=5"]
+  npz, shards = (workdir / "samples" / "ddim10_eta0_seed5_step30.npz",
+                 workdir / "samples" / "ddim10_eta0_seed5_step30_n256.shards")
+  full = ddpm(workdir, *args)
+  assert full.returncode == 0, full.stderr[-3000:]
+  reference = np.load(npz)["images"]
+  assert reference.shape == (256, 16, 16, 1) and not shards.exists()  # Removed once written.
+  npz.unlink()
+  cmd = [sys.executable, "-u", "-m", "ddpm.main", "--config=configs/tiny.py",
+         f"--workdir={workdir}", *args]
+  proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                          text=True)
+  for line in proc.stderr:
+    if "sampled 40/256 images" in line:
+      break
+  proc.kill()
+  proc.wait(timeout=60)
+  done = sorted(shards.glob("shard_*.npy"))
+  assert not npz.exists() and 5 <= len(done) < 32, len(done)
+  resumed = ddpm(workdir, *args)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"of 32 rounds ({8 * len(done)} images) already drawn" in resumed.stderr, resumed.stderr[-2000:]
+  np.testing.assert_array_equal(np.load(npz)["images"], reference)
+  assert not shards.exists()
+
+
 def test_sample_mode_writes_a_grid_and_uint8_npz(trained):
   workdir, _, _ = trained
   r = ddpm(workdir, "--mode=sample", "--config.sampling.num_samples=8",
@@ -123,15 +155,43 @@ def test_eval_mode_writes_metrics_and_figures(trained):
      "guidance_weight=2.0 needs a class-conditional model"),
     (["--config.training.trainable=^decoder_"], "'^decoder_' matches no parameter"),
     (["--num_processes=2", "--coordinator_address=127.0.0.1:1234"], "needs --process_id"),
+    # Issue 17's five: a typo in an override key, a missing config file, a broken PNG among the
+    # edit inputs, a samples file that is not an .npz (the offline data_dir: below).
+    (["--config.training.no_such_key=3"], "config.training has no key 'no_such_key'; allowed: "),
+    (["--config=configs/no_such_config.py"], "--config=configs/no_such_config.py: no such file"),
+    (["--mode=denoise", "--config.edit.input={broken_png_dir}"], "broken.png is not a readable PNG"),
+    (["--mode=eval", "--config.eval.samples_npz={not_npz}"], "not_npz.npz is not a readable .npz"),
 ])
-def test_bad_input_stops_with_one_line_and_leaves_checkpoints_untouched(trained, args, message):
+def test_bad_input_stops_with_one_line_and_leaves_checkpoints_untouched(trained, tmp_path, args,
+                                                                        message):
   workdir, _, _ = trained
+  (tmp_path / "pngs").mkdir()
+  Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "pngs" / "a_good.png")
+  (tmp_path / "pngs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+  (tmp_path / "not_npz.npz").write_text("images = [1, 2, 3]\n")
+  args = [a.format(broken_png_dir=tmp_path / "pngs", not_npz=tmp_path / "not_npz.npz") for a in args]
   before = snapshot(workdir)
   r = ddpm(workdir, *args)
   assert r.returncode != 0
   errors = [line for line in r.stderr.splitlines() if line.startswith("ddpm: error:")]
   assert len(errors) == 1 and message in errors[0], r.stderr[-2000:]
+  assert "Traceback" not in r.stderr, r.stderr[-2000:]
   assert snapshot(workdir) == before
+
+
+def test_a_data_dir_that_does_not_exist_offline_stops_at_once(tmp_path):
+  """Without internet (this machine and CI), a data_dir holding no MNIST is one line naming
+  it, in seconds; tfds alone retries its download for minutes."""
+  from ddpm.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  if input_pipeline.download_host_unreachable() is None:
+    pytest.skip("this machine reaches the download host: tfds would download MNIST")
+  t0 = time.time()
+  r = ddpm(tmp_path / "run", "--config.data.data_dir=/no/such/dir")
+  assert time.time() - t0 < 120
+  errors = [line for line in r.stderr.splitlines() if line.startswith("ddpm: error:")]
+  assert r.returncode != 0 and len(errors) == 1, r.stderr[-2000:]
+  assert "data_dir='/no/such/dir', which does not exist" in errors[0] and "Traceback" not in r.stderr
+  assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("override", ["--config.model.chh=24", "--config.training.batch_size=abc"])

@@ -25,6 +25,15 @@ JOBS = {"train": train.Trainer, "sample": sample.SampleJob, "eval": evaluate.Eva
 MODES = tuple(JOBS)
 
 
+def validate(mode: str, config) -> None:
+  """The config-only checks of `mode`'s job (no data, checkpoint or device touched): one-line
+  ValueError for the first bad value; every shipped config passes them for every mode its
+  model supports (tests/jobs/test_configs.py)."""
+  if mode not in JOBS:
+    raise ValueError(f"--mode={mode!r} is unknown; allowed: {', '.join(MODES)}.")
+  JOBS[mode].validate(config)
+
+
 def setup_job(mode: str, config, workdir: str):
   """The job of `mode` for `config` and `workdir`, set up (inputs checked, checkpoint restored);
   `.run()` runs it. Raises ValueError/RuntimeError with a one-line message for bad input."""

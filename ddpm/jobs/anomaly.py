@@ -73,10 +73,15 @@ class AnomalyJob:
   normal: np.ndarray
   anomalous: np.ndarray
 
-  @classmethod
-  def setup(cls, config, workdir: str) -> "AnomalyJob":
+  @staticmethod
+  def validate(config) -> None:
+    """The config-only checks of `setup`: one-line ValueError for the first bad value."""
     config_validation.validate_config(config)
     validate_anomaly_config(config)
+
+  @classmethod
+  def setup(cls, config, workdir: str) -> "AnomalyJob":
+    cls.validate(config)
     a, shape = config.anomaly, build.image_shape(config)
     normal = _load(config, config.data.dataset, a.normal_split, a.num_images, shape)
     anomalous = _load(config, a.anomalous, a.anomalous_split, a.num_images, shape)

@@ -21,7 +21,7 @@ from absl import logging
 from ddpm.data import image_arrays
 from ddpm.diffusion import denoising, schedules
 from ddpm.evaluation import metrics
-from ddpm.jobs import editing
+from ddpm.jobs import config_validation, editing
 from ddpm.models import build
 from ddpm.pipelines import generation
 from ddpm.visualization import figures
@@ -31,26 +31,24 @@ from ddpm.visualization import figures
 class DenoiseJob(editing.EditJob):
   """Denoising and SDEdit (`--mode=denoise`), see config.edit in configs/default.py."""
 
+  @staticmethod
+  def validate(config) -> None:
+    """The config-only checks of `setup` (t0 included): one-line ValueError for the first bad
+    value."""
+    config_validation.validate_config(config)
+    editing.validate_edit_config(config)
+    _noise_checks(config)
+    start_step(config, schedules.schedule_from_config(config.diffusion))
+
   @classmethod
   def setup(cls, config, workdir: str) -> "DenoiseJob":
     """Checks config.edit, reads the images, restores the checkpoint."""
-    editing.validate_edit_config(config)
-    _noise_checks(config)
+    cls.validate(config)
     return cls(config, *editing.EditJob.load(config, workdir))
 
   def start_step(self, schedule) -> tuple[int, float]:
-    """(t0, the input's noise std in the model's [-1, 1] range)."""
-    e = self.config.edit
-    sigma = 2.0 * float(e.noise_sigma)
-    if e.strength == 0:
-      return denoising.timestep_for_sigma(schedule, sigma), sigma
-    t0 = max(int(round(e.strength * schedule.num_timesteps)) - 1, 0)
-    if sigma > 0 and t0 < denoising.timestep_for_sigma(schedule, sigma):
-      raise ValueError(f"config.edit.strength={e.strength:g} starts at t0={t0}, below the "
-                       f"input's noise level noise_sigma={e.noise_sigma:g} (t="
-                       f"{denoising.timestep_for_sigma(schedule, sigma)}); allowed: 0 (match "
-                       f"it) or at least {(denoising.timestep_for_sigma(schedule, sigma) + 1) / schedule.num_timesteps:.3f}.")
-    return t0, sigma
+    """(t0, the input's noise std in the model's [-1, 1] range): `start_step` of the config."""
+    return start_step(self.config, schedule)
 
   def run(self) -> dict:
     c, e, s = self.config, self.config.edit, self.config.sampling
@@ -110,6 +108,23 @@ class DenoiseJob(editing.EditJob):
                         checkpoint_step=self.step, **result)
     logging.info("Wrote %s and %s (%.1f s including compilation).", png, npz, seconds)
     return result | {"png": png, "npz": npz, "denoised": denoised, "noisy": noisy_u8}
+
+
+def start_step(config, schedule) -> tuple[int, float]:
+  """(t0, the input's noise std in the model's [-1, 1] range) of config.edit: the step whose
+  noise level matches noise_sigma (strength 0), else SDEdit's t0 = strength * T; one-line
+  ValueError when t0 lies below the input's noise level."""
+  e = config.edit
+  sigma = 2.0 * float(e.noise_sigma)
+  if e.strength == 0:
+    return denoising.timestep_for_sigma(schedule, sigma), sigma
+  t0 = max(int(round(e.strength * schedule.num_timesteps)) - 1, 0)
+  if sigma > 0 and t0 < denoising.timestep_for_sigma(schedule, sigma):
+    raise ValueError(f"config.edit.strength={e.strength:g} starts at t0={t0}, below the "
+                     f"input's noise level noise_sigma={e.noise_sigma:g} (t="
+                     f"{denoising.timestep_for_sigma(schedule, sigma)}); allowed: 0 (match "
+                     f"it) or at least {(denoising.timestep_for_sigma(schedule, sigma) + 1) / schedule.num_timesteps:.3f}.")
+  return t0, sigma
 
 
 def _noise_checks(config) -> None:

@@ -27,12 +27,13 @@ import jax
 import numpy as np
 from absl import logging
 
-from ddpm.data import image_arrays, image_files, input_pipeline
+from ddpm.data import image_arrays, image_files, image_shards, input_pipeline
 from ddpm.diffusion import schedules
 from ddpm.evaluation import denoiser_quality, features, sample_quality as quality
 from ddpm.jobs import config_validation, restore
 from ddpm.models import build
 from ddpm.pipelines import generation
+from ddpm.runtime import storage
 from ddpm.visualization import figures, grids
 
 
@@ -63,10 +64,15 @@ class EvalJob:
   extractor: features.FeatureExtractor | None
   samples: np.ndarray | None = None  # config.eval.samples_npz's images, read (and checked) once.
 
+  @staticmethod
+  def validate(config) -> None:
+    """The config-only checks of `setup`: one-line ValueError for the first bad value."""
+    config_validation.validate_config(config)
+
   @classmethod
   def setup(cls, config, workdir: str) -> "EvalJob":
     """Checks inputs, restores the checkpoint, loads the feature network: one-line errors."""
-    config_validation.validate_config(config)
+    cls.validate(config)
     ev = config.eval
     wanted = tuple(m.strip() for m in ev.metrics.split(",") if m.strip())
     extractor = features.extractor_for(config) if "samples" in wanted else None
@@ -86,6 +92,7 @@ class EvalJob:
     schedule = schedules.schedule_from_config(c.diffusion)
     key = jax.random.PRNGKey(ev.seed)
     result = {"step": self.step, "dataset": c.data.dataset, "use_ema": bool(c.sampling.use_ema)}
+    shard_dir = None
 
     if "samples" in self.metrics:
       ref = quality.reference_statistics(c, self.extractor, ev.reference_split,
@@ -100,9 +107,13 @@ class EvalJob:
         images = self.samples
         name, info = os.path.splitext(os.path.basename(ev.samples_npz))[0], {"npz": ev.samples_npz}
       else:
-        images, info = self._draw(ev.num_samples)
         name = f"{generation.sampler_name(c.sampling)}_seed{c.sampling.seed}"
-        grids.save_grid(os.path.join(out_dir, f"{self.step}_{name}.png"), images[:64])
+        shard_dir = os.path.join(out_dir, "shards", f"{self.step}_{name}_n{ev.num_samples}")
+        images, info = self._draw(ev.num_samples, shard_dir)
+        try:
+          grids.save_grid(os.path.join(out_dir, f"{self.step}_{name}.png"), images[:64])
+        except OSError as e:  # The numbers are the result; a grid is a warning.
+          logging.warning("Could not write the sample grid of %s (%s).", name, e.strerror or e)
       q = quality.sample_quality(self.extractor, images, ref, k=ev.pr_k,
                                  is_splits=ev.is_splits) | info
       logging.info("Samples %s: FID %.3f, IS %.3f, precision %.3f, recall %.3f", name, q["fid"],
@@ -134,23 +145,40 @@ class EvalJob:
           batch_size=ev.batch_size)
       result["denoise"] = res
       if is_main:
-        fig = figures.save_denoising_figure(os.path.join(out_dir, f"{self.step}_denoise.png"),
-                                            test, pics, res)
-        npz = os.path.join(out_dir, f"{self.step}_denoise.npz")
-        np.savez_compressed(npz, clean=test, sigmas=np.asarray(ev.denoise_sigmas), **{
-            f"{name}_sigma{key}": image_arrays.to_uint8(np.clip(img, -1, 1))
-            for key, outs in pics.items() for name, img in outs.items()})
-        logging.info("Wrote %s and %s", fig, npz)
+        try:  # The numbers go to the JSON below; figures that cannot be written are warnings.
+          fig = figures.save_denoising_figure(
+              os.path.join(out_dir, f"{self.step}_denoise.png"), test, pics, res)
+          npz = image_files.write_npz_atomically(
+              os.path.join(out_dir, f"{self.step}_denoise.npz"), clean=test,
+              sigmas=np.asarray(ev.denoise_sigmas), **{
+                  f"{name}_sigma{key}": image_arrays.to_uint8(np.clip(img, -1, 1))
+                  for key, outs in pics.items() for name, img in outs.items()})
+          logging.info("Wrote %s and %s", fig, npz)
+        except OSError as e:
+          logging.warning("Could not write the denoising figure or arrays to %s (%s).", out_dir,
+                          e.strerror or e)
 
     if is_main:
-      result = _merge_json(json_path, result)
+      try:
+        result = _merge_json(json_path, result)
+      except OSError as e:
+        raise storage.WriteError(f"cannot write {json_path} ({e.strerror or e}); the samples drawn stay "
+                           f"in {out_dir}/shards and the same command resumes from there.") from None
       logging.info("Wrote %s", json_path)
+      if shard_dir:
+        image_shards.ImageShards(shard_dir, {}).remove()
+        try:
+          os.rmdir(os.path.dirname(shard_dir))  # eval/shards/, once no job has shards there.
+        except OSError:
+          pass
     return result
 
-  def _draw(self, num: int) -> tuple[np.ndarray, dict]:
+  def _draw(self, num: int, shard_dir: str) -> tuple[np.ndarray, dict]:
     s = self.config.sampling
-    logging.info("Sampling %d images with %s (%d steps) from step %d.", num, s.method,
-                 s.num_steps, self.step)
-    images, seconds = generation.draw(self.config, self.params, num)
+    logging.info("Sampling %d images with %s (%d steps) from step %d; rounds kept in %s until "
+                 "the results are written.", num, s.method, s.num_steps, self.step, shard_dir)
+    images, seconds = generation.draw(self.config, self.params, num, shard_dir=shard_dir,
+                                      shard_identity={"checkpoint_step": self.step,
+                                                      "workdir": self.workdir})
     return images, dict(method=s.method, num_steps=s.num_steps, eta=s.eta, seed=s.seed,
                         sampling_seconds=seconds, images_per_second=num / seconds)

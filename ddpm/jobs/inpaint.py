@@ -23,7 +23,7 @@ from absl import logging
 
 from ddpm.data import image_arrays, image_files
 from ddpm.diffusion import inpainting, schedules
-from ddpm.jobs import editing
+from ddpm.jobs import config_validation, editing
 from ddpm.models import build
 from ddpm.visualization import grids
 
@@ -48,10 +48,16 @@ class InpaintJob(editing.EditJob):
   mask: np.ndarray = None  # float32 [H, W, 1], 1 = known.
   mask_name: str = ""
 
+  @staticmethod
+  def validate(config) -> None:
+    """The config-only checks of `setup`: one-line ValueError for the first bad value."""
+    config_validation.validate_config(config)
+    editing.validate_edit_config(config)
+
   @classmethod
   def setup(cls, config, workdir: str) -> "InpaintJob":
     """Checks config.edit, reads the images and the mask, restores the checkpoint."""
-    editing.validate_edit_config(config)
+    cls.validate(config)
     mask, name = load_mask(config)
     return cls(config, *editing.EditJob.load(config, workdir), mask, name)
 

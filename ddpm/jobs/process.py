@@ -18,7 +18,7 @@ from absl import logging
 
 from ddpm.data import image_arrays
 from ddpm.diffusion import samplers, schedules
-from ddpm.jobs import editing
+from ddpm.jobs import config_validation, editing
 from ddpm.models import build
 from ddpm.pipelines import generation
 from ddpm.visualization import process_figures
@@ -27,10 +27,16 @@ from ddpm.visualization import process_figures
 @dataclasses.dataclass
 class ProcessJob(editing.EditJob):
 
+  @staticmethod
+  def validate(config) -> None:
+    """The config-only checks of `setup`: one-line ValueError for the first bad value."""
+    config_validation.validate_config(config)
+    editing.validate_edit_config(config)
+
   @classmethod
   def setup(cls, config, workdir: str) -> "ProcessJob":
     """Checks config.edit, reads the images, restores the checkpoint."""
-    editing.validate_edit_config(config)
+    cls.validate(config)
     return cls(config, *editing.EditJob.load(config, workdir))
 
   def run(self) -> dict:

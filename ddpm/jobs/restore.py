@@ -35,14 +35,22 @@ def restore_params(config, workdir: str) -> tuple[str, object, int]:
     if config.sampling.checkpoint_step >= 0:
       step = config.sampling.checkpoint_step
       return workdir, checkpointing.restore_params(manager, step, template, meta, which), step
-    for step in steps:
-      try:
-        return workdir, checkpointing.restore_params(manager, step, template, meta, which), step
-      except checkpointing.CheckpointMismatchError:
-        raise
-      except Exception as e:  # A damaged checkpoint: orbax/TensorStore raise many types.
-        logging.warning("Checkpoint step %d is unreadable (%s); trying the next older one.",
-                        step, str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+    # A run training in this workdir writes new checkpoints and deletes old ones meanwhile:
+    # a step that vanished while it was read is retried from a fresh listing.
+    for attempt in range(3):
+      if attempt:
+        manager.reload()
+        steps = sorted(manager.all_steps(), reverse=True)
+      for step in steps:
+        try:
+          return workdir, checkpointing.restore_params(manager, step, template, meta, which), step
+        except checkpointing.CheckpointMismatchError:
+          raise
+        except Exception as e:  # A damaged checkpoint: orbax/TensorStore raise many types.
+          gone = not os.path.isdir(os.path.join(checkpointing.checkpoint_dir(workdir), str(step)))
+          logging.warning("Checkpoint step %d is %s (%s); trying the next older one.", step,
+                          "gone (deleted by the training run's retention)" if gone else
+                          "unreadable", str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
     raise ValueError(f"--workdir={workdir}: no checkpoint could be read (steps {steps}).")
   finally:
     manager.close()

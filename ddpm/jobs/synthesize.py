@@ -51,10 +51,15 @@ class SynthesizeJob:
   params: object
   step: int
 
-  @classmethod
-  def setup(cls, config, workdir: str) -> "SynthesizeJob":
+  @staticmethod
+  def validate(config) -> None:
+    """The config-only checks of `setup`: one-line ValueError for the first bad value."""
     config_validation.validate_config(config)
     validate_synthesize_config(config)
+
+  @classmethod
+  def setup(cls, config, workdir: str) -> "SynthesizeJob":
+    cls.validate(config)
     out = cls(config, *restore.restore_params(config, workdir))
     if os.path.exists(os.path.join(out.out_dir, "tfds", out.name)):  # Fail before any work.
       raise ValueError(f"a dataset {out.name!r} already exists in {out.out_dir}/tfds; allowed: "

@@ -40,7 +40,7 @@ from ddpm.jobs import config_validation
 from ddpm.models import build
 from ddpm.models.unet import UNet
 from ddpm.pipelines import generation
-from ddpm.runtime import checkpointing, distributed, replicas
+from ddpm.runtime import checkpointing, distributed, replicas, storage, workdir_lock
 from ddpm.training import finetune, train_step
 from ddpm.visualization import grids
 
@@ -59,6 +59,23 @@ def prepare_workdir(workdir: str) -> str:
   return workdir
 
 
+def take_workdir_lock(workdir: str) -> workdir_lock.WorkdirLock | None:
+  """Process 0 takes the workdir's training lock (`ddpm.runtime.workdir_lock`); every process
+  raises the same one-line WorkdirLockedError if another live run holds it."""
+  lock, error = None, ""
+  if jax.process_index() == 0:
+    try:
+      lock = workdir_lock.acquire(workdir)
+    except workdir_lock.WorkdirLockedError as e:
+      error = str(e)
+  error = distributed.share_from_main("workdir_lock", error)
+  if error:
+    raise workdir_lock.WorkdirLockedError(error)
+  if lock is not None:
+    logging.info("Holding %s for this run (%s).", lock.path, lock.holder["run_id"])
+  return lock
+
+
 @dataclasses.dataclass
 class Trainer:
   config: ml_collections.ConfigDict
@@ -71,8 +88,16 @@ class Trainer:
   train_iter: Any
   p_train_step: Any
   start_step: int
+  lock: workdir_lock.WorkdirLock | None = None  # Process 0's hold on workdir/train.lock.
   stop_requested: int = 0  # The signal number once SIGTERM/SIGINT arrived.
   skipped_steps: int = 0  # Steps whose non-finite update was skipped (nan_policy=skip).
+  failed_writes: dict = dataclasses.field(default_factory=dict)  # Kind -> count (full disk).
+
+  @staticmethod
+  def validate(config) -> None:
+    """The config-only checks of `setup` (no data, devices or checkpoint read): one-line
+    ValueError for the first bad value."""
+    config_validation.validate_config(config)
 
   @classmethod
   def setup(cls, config, workdir: str) -> "Trainer":
@@ -81,12 +106,23 @@ class Trainer:
     Raises ValueError/RuntimeError with a one-line message for bad user input; nothing is
     written to the checkpoint directory before all checks have passed.
     """
-    config_validation.validate_config(config)
+    cls.validate(config)
     input_pipeline.local_batch_size(config.training.batch_size)  # Divisible by devices.
     workdir = prepare_workdir(workdir)
     builder = input_pipeline.get_builder(config.data)  # Unknown dataset -> error.
     input_pipeline.ensure_prepared(builder, config.data)
     input_pipeline.check_labels(builder, config.data, config.model.num_classes)
+    lock = take_workdir_lock(workdir)  # Before any checkpoint is read or written.
+    try:
+      return cls._restore(config, workdir, lock)
+    except BaseException:
+      if lock is not None:
+        lock.release()
+      raise
+
+  @classmethod
+  def _restore(cls, config, workdir: str, lock) -> "Trainer":
+    """The model, the newest readable checkpoint of `workdir` and the data stream from there."""
     model, tx, lr_fn, state, meta = train_step.initial_state(config)
     schedule = schedules.schedule_from_config(config.diffusion)
     manager = checkpointing.create_manager(workdir, config.training.keep_checkpoints,
@@ -110,7 +146,7 @@ class Trainer:
     train_iter = input_pipeline.create_train_iterator(config, start_step)
     p_train_step = train_step.make_p_train_step(model, schedule, tx, lr_fn, config)
     return cls(config, workdir, model, schedule, state, manager, meta, train_iter,
-               p_train_step, start_step)
+               p_train_step, start_step, lock)
 
   @property
   def _grid_per_device(self) -> int:
@@ -136,8 +172,26 @@ class Trainer:
     path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
     grid = grids.make_grid(images, generation.grid_columns(c, num))
     if distributed.is_main_process():  # Every process draws (pmap spans them all); one writes.
-      grids.save_png(path, grid)
+      self._soft_write(f"the sample grid {path}", grids.save_png, path, grid)
     return path, grid
+
+  def _soft_write(self, what: str, write, *args):
+    """write(*args) for an output a person looks at (grids, metrics, TensorBoard): an OS error
+    (a full disk, a path that is not a directory) is a warning (the first of each kind, then a
+    count at the end), not the end of the run."""
+    try:
+      return write(*args)
+    except Exception as e:  # pylint: disable=broad-except  # TensorBoard raises its own types.
+      reason = storage.storage_error(e) or (
+          (e.strerror or str(e)) if isinstance(e, OSError) else None)
+      if reason is None:
+        raise
+      kind = what.split(" ")[1] if " " in what else what
+      if kind not in self.failed_writes:
+        logging.warning("Could not write %s (%s); training goes on (later failures of this kind "
+                        "are counted, not logged).", what, reason)
+      self.failed_writes[kind] = self.failed_writes.get(kind, 0) + 1
+      return None
 
   def _check_finite(self, host_metrics: list[tuple[int, dict]]) -> None:
     """Applies config.training.nan_policy to steps whose loss or gradient was not finite.
@@ -193,6 +247,8 @@ class Trainer:
     finally:
       for sig, handler in handlers.items():
         signal.signal(sig, handler)
+      if self.lock is not None:
+        self.lock.release()
 
   def _run(self, c, total: int, is_main: bool) -> train_step.TrainState:
     # TensorBoard events from process 0 only; the console line below is the human log.
@@ -201,10 +257,10 @@ class Trainer:
     writer = (metric_writers.SummaryWriter(self.workdir) if is_main
               else metric_writers.MultiWriter([]))
     if is_main:
-      with open(os.path.join(self.workdir, "config.json"), "w") as f:
-        f.write(c.to_json_best_effort(indent=2))
+      self._soft_write("the config.json", _write_text, os.path.join(self.workdir, "config.json"),
+                       c.to_json_best_effort(indent=2))
       if self.start_step == 0:
-        writer.write_hparams(_flatten(c.to_dict()))
+        self._soft_write("the TensorBoard events", writer.write_hparams, _flatten(c.to_dict()))
     # The mesh axis name must be pmap's, or the second step recompiles for a new sharding.
     state = jax_utils.replicate(self.state, axis_name=replicas.AXIS)
     train_iter = jax_utils.prefetch_to_device(self.train_iter, 2, axis_name=replicas.AXIS)
@@ -260,16 +316,17 @@ class Trainer:
                      "ETA %s", step, total, summary["loss"], summary["grad_norm"],
                      summary["learning_rate"], steps_per_sec, summary["images_per_sec"],
                      _format_seconds(eta))
-        writer.write_scalars(step, summary)
+        self._soft_write("the TensorBoard events", writer.write_scalars, step, summary)
         if is_main:
-          with open(metrics_path, "a") as f:
-            f.write(json.dumps({"step": step, "time": now - t_start, **summary}) + "\n")
+          self._soft_write("the metrics.jsonl line", _append_line, metrics_path,
+                           json.dumps({"step": step, "time": now - t_start, **summary}))
       if c.training.sample_every_steps > 0 and (step % c.training.sample_every_steps == 0
                                                 or step == total):
         t0 = time.time()
         path, grid = self.sample_grid(state.ema_params, step)
         logging.info("Wrote samples of step %d to %s (%.1f s).", step, path, time.time() - t0)
-        writer.write_images(step, {"samples": grid[None]})
+        self._soft_write("the TensorBoard events", writer.write_images, step,
+                         {"samples": grid[None]})
       if step % c.training.checkpoint_every_steps == 0 or last:
         drain()  # Never checkpoint past a non-finite step under nan_policy=stop.
         checkpointing.save(self.manager, step, replicas.unreplicate(state), self.meta, force=last)
@@ -277,11 +334,24 @@ class Trainer:
         logging.warning("Stopped by signal %d at step %d; the same command resumes from here.",
                         self.stop_requested, step)
         break
-    self.manager.wait_until_finished()
-    writer.flush()
-    writer.close()
+    checkpointing.wait_until_finished(self.manager)
+    self._soft_write("the TensorBoard events", writer.flush)
+    self._soft_write("the TensorBoard events", writer.close)
+    if self.failed_writes:
+      logging.warning("Outputs that could not be written in this run (kind: count): %s.",
+                      ", ".join(f"{k}: {n}" for k, n in self.failed_writes.items()))
     logging.info("Finished at step %d in %s.", step, _format_seconds(time.time() - t_start))
     return replicas.unreplicate(state)
+
+
+def _write_text(path: str, text: str) -> None:
+  with open(path, "w") as f:
+    f.write(text)
+
+
+def _append_line(path: str, line: str) -> None:
+  with open(path, "a") as f:
+    f.write(line + "\n")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

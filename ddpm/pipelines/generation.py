@@ -9,6 +9,7 @@ config.sampling.guidance_weight (`ddpm.diffusion.guidance`, through `ddpm.pipeli
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import flax.linen as nn
@@ -18,7 +19,7 @@ import numpy as np
 from absl import logging
 from flax import jax_utils
 
-from ddpm.data import image_arrays
+from ddpm.data import image_arrays, image_shards
 from ddpm.diffusion import guidance, samplers, schedules
 from ddpm.diffusion.schedules import Schedule
 from ddpm.models import build
@@ -71,12 +72,18 @@ def make_generate_fn(model: nn.Module, schedule: Schedule, sampling_config, diff
 
 
 def generate(generate_fn, replicated_params, key: jax.Array, num: int, per_device: int,
-             labels=None) -> np.ndarray:
+             labels=None, shard_dir: str | None = None,
+             shard_identity: dict | None = None) -> np.ndarray:
   """Draws `num` images as uint8 [num, H, W, C] with a `make_generate_fn` function.
 
   Image i is drawn from the key fold_in(key, i) and label `labels[i]` (int [num]; None: 0,
   for an unconditional model) alone, so the images depend only on `key` and the labels
   (not on the number of devices or the batch size), up to floating-point differences.
+
+  With `shard_dir`, each round of per_device x devices images is written there as it is drawn
+  (`ddpm.data.image_shards`); a rerun with the same arguments and `shard_identity` (what else
+  the images depend on: sampler, checkpoint) draws only the rounds not on disk yet and returns
+  the same images, bit for bit. The caller removes the shards once its result is written.
   """
   n_dev = jax.tree_util.tree_leaves(replicated_params)[0].shape[0]
   per_round = per_device * n_dev
@@ -85,19 +92,38 @@ def generate(generate_fn, replicated_params, key: jax.Array, num: int, per_devic
   if labels.shape != (num,):
     raise ValueError(f"labels have shape {labels.shape}; expected ({num},).")
   labels = np.pad(labels, (0, rounds * per_round - num), mode="edge")
+  shards, done = None, {}
+  if shard_dir:
+    identity = dict(shard_identity or {}, num=num, per_device=per_device, devices=n_dev,
+                    key=np.asarray(jax.random.key_data(key) if jnp.issubdtype(
+                        key.dtype, jax.dtypes.prng_key) else key).tolist(),
+                    labels_sha1=hashlib.sha1(labels.tobytes()).hexdigest())
+    shards = image_shards.ImageShards(shard_dir, identity)
+    done = {i: x for i, x in shards.load().items() if i < rounds}
+    if done:
+      logging.info("Resuming from %s: %d of %d rounds (%d images) already drawn.", shard_dir,
+                   len(done), rounds, min(len(done) * per_round, num))
   out = []
-  t0 = time.time()
+  t0, drawn = time.time(), 0
   for i in range(rounds):
+    if i in done:
+      out.append(done[i])
+      continue
     ids = jnp.arange(i * per_round, (i + 1) * per_round)
     keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(ids).reshape((n_dev, per_device, -1))
     y = labels[i * per_round:(i + 1) * per_round].reshape((n_dev, per_device))
     x = generate_fn(replicated_params, keys, y)
-    out.append(np.asarray(jax.device_get(x)).reshape((-1,) + x.shape[2:]))
+    images = image_arrays.to_uint8(np.asarray(jax.device_get(x)).reshape((-1,) + x.shape[2:]))
+    out.append(images)
+    if shards is not None:
+      shards.save(i, images)
+    drawn += 1
     if rounds > 1:
-      done, elapsed = (i + 1) * per_round, time.time() - t0
-      logging.info("sampled %d/%d images, %.2f images/s, ETA %.0f s", min(done, num), num,
-                   done / elapsed, (rounds - i - 1) * elapsed / (i + 1))
-  return image_arrays.to_uint8(np.concatenate(out)[:num])
+      done_now, elapsed = (i + 1) * per_round, time.time() - t0
+      left = rounds - i - 1
+      logging.info("sampled %d/%d images, %.2f images/s, ETA %.0f s", min(done_now, num), num,
+                   drawn * per_round / elapsed, left * elapsed / drawn)
+  return np.concatenate(out)[:num]
 
 
 def sample_labels(config, num: int) -> np.ndarray | None:
@@ -116,11 +142,15 @@ def grid_columns(config, num: int) -> int | None:
   return None
 
 
-def draw(config, params, num: int, labels=None) -> tuple[np.ndarray, float]:
+def draw(config, params, num: int, labels=None, shard_dir: str | None = None,
+         shard_identity: dict | None = None) -> tuple[np.ndarray, float]:
   """`num` uint8 images from unreplicated `params` with config.sampling (seed, method, batch
   size, guidance weight) on all local devices, and the seconds it took (compilation included).
 
-  `labels` (int [num]) defaults to `sample_labels(config, num)`.
+  `labels` (int [num]) defaults to `sample_labels(config, num)`. With `shard_dir`, the rounds
+  are kept there as they are drawn and a rerun resumes (`generate`); `shard_identity` names
+  what else the images depend on (the checkpoint), config.sampling and the model config are
+  added here.
   """
   s = config.sampling
   per_device = -(-min(s.batch_size, num) // jax.local_device_count())
@@ -130,6 +160,10 @@ def draw(config, params, num: int, labels=None) -> tuple[np.ndarray, float]:
   t0 = time.time()
   if labels is None:
     labels = sample_labels(config, num)
+  identity = None
+  if shard_dir:
+    identity = dict(shard_identity or {}, sampling=s.to_dict(), model=config.model.to_dict(),
+                    diffusion=config.diffusion.to_dict())
   images = generate(fn, jax_utils.replicate(params, axis_name=replicas.AXIS),
-                    jax.random.PRNGKey(s.seed), num, per_device, labels)
+                    jax.random.PRNGKey(s.seed), num, per_device, labels, shard_dir, identity)
   return images, time.time() - t0

@@ -18,6 +18,8 @@ every process reads the whole checkpoint back. Only process 0 moves a damaged ch
 from __future__ import annotations
 
 import os
+import shutil
+import weakref
 from typing import Any
 
 import jax
@@ -25,11 +27,55 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from ddpm.runtime import distributed
+from ddpm.runtime import distributed, storage
 
 
 class CheckpointMismatchError(ValueError):
   """The checkpoint was written by a model of another shape."""
+
+
+class CheckpointWriteError(storage.WriteError):
+  """A checkpoint could not be written (full disk, quota, I/O error, read-only filesystem)."""
+
+
+def remove_partial_writes(directory) -> list[str]:
+  """Deletes orbax's temporary directories (unfinished checkpoint writes) in `directory`; only
+  the run holding the workdir lock calls this. Returns what it removed."""
+  removed = []
+  directory = str(directory)
+  for name in os.listdir(directory) if os.path.isdir(directory) else ():
+    if ".orbax-checkpoint-tmp" in name:
+      shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+      removed.append(name)
+  return removed
+
+
+def _write_failed(manager, step, error: BaseException) -> CheckpointWriteError:
+  reason = storage.storage_error(error)
+  removed = remove_partial_writes(manager.directory)
+  try:
+    kept = sorted(int(n) for n in os.listdir(str(manager.directory)) if n.isdigit())
+  except OSError:
+    kept = []
+  return CheckpointWriteError(
+      f"cannot write checkpoint step {step} to {manager.directory} ({reason}); removed its partial "
+      f"write ({len(removed)} temporary dir(s)), the earlier checkpoints {kept or 'none'} are "
+      "intact: free space and rerun the same command to resume from the newest.")
+
+
+_PENDING: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # manager -> step of its last save.
+
+
+def wait_until_finished(manager: ocp.CheckpointManager, step: int | None = None) -> None:
+  """Waits for the asynchronous save (of `step`, default: the last one `save` started);
+  CheckpointWriteError (one line) if the storage refused it."""
+  step = _PENDING.get(manager) if step is None else step
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except  # Orbax and TensorStore raise many types.
+    if storage.storage_error(e) is None:
+      raise
+    raise _write_failed(manager, step, e) from None
 
 
 def leaves_by_path(tree) -> dict[str, Any]:
@@ -82,8 +128,18 @@ def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, force: bo
   if bad:
     raise FloatingPointError(
         f"refusing to write checkpoint step {step}: {len(bad)} array(s) hold NaN/Inf, e.g. {bad[0]}.")
-  saved = manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+  # The previous asynchronous save had a whole interval to finish: waiting for it costs nothing
+  # and makes its failure (a full disk) surface here, naming its step.
+  wait_until_finished(manager, _PENDING.get(manager))
+  try:
+    saved = manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+  except Exception as e:  # pylint: disable=broad-except  # Orbax and TensorStore raise many types.
+    if storage.storage_error(e) is None:
+      raise
+    raise _write_failed(manager, step, e) from None
+  if saved:
+    _PENDING[manager] = step
   if saved:
     logging.info("Saving checkpoint at step %d to %s (async).", step, manager.directory)
   return saved

@@ -192,6 +192,23 @@ def barrier(name: str, timeout_s: int = 1800) -> None:
                                                       timeout_s * 1000)
 
 
+def share_from_main(name: str, value: str | None = None, timeout_s: int = 1800) -> str:
+  """Process 0's `value` on every process (through the coordination service's key-value store,
+  no device program); returns `value` itself with one process. Every process must call it
+  with the same `name` in the same order; only process 0's `value` is used."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return value
+  _barriers[0] += 1
+  key = f"ddpm_{name}_{_barriers[0]}"
+  client = jax_distributed.global_state.client
+  if jax.process_index() == 0:
+    client.key_value_set(key, value)
+    return value
+  return client.blocking_key_value_get(key, timeout_s * 1000)
+
+
 def is_main_process() -> bool:
   """Whether this process writes the run's files (logs, images, config): process 0 only."""
   import jax  # pylint: disable=g-import-not-at-top

@@ -2,9 +2,11 @@
 
 import os
 import pathlib
+import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -18,6 +20,7 @@ from tiny_state import tiny_state
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HAVE_MNIST = (pathlib.Path(os.environ.get("TFDS_DATA_DIR", "/nonexistent")) / "mnist").is_dir()
+FSIZE_LIMIT = 64 * 1024  # Bytes: above the logs and grids of a 30-step tiny run, below its checkpoint files.
 
 
 def _truncate_data(step_dir):
@@ -86,11 +89,16 @@ def test_a_checkpoint_with_nans_is_never_written(tmp_path):
   manager.close()
 
 
-def _launch(workdir, *args):
-  cmd = [sys.executable, "-u", "-m", "ddpm.main", "--config=configs/tiny.py", f"--workdir={workdir}",
-         "--config.training.sample_every_steps=0", "--config.training.log_every_steps=1",
-         "--config.training.checkpoint_every_steps=5", "--config.training.keep_checkpoints=3", *args]
-  return subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+def _launch_cmd(workdir, *args):
+  return [sys.executable, "-u", "-m", "ddpm.main", "--config=configs/tiny.py",
+          f"--workdir={workdir}", "--config.training.sample_every_steps=0",
+          "--config.training.log_every_steps=1", "--config.training.checkpoint_every_steps=5",
+          "--config.training.keep_checkpoints=3", *args]
+
+
+def _launch(workdir, *args, **kwargs):
+  return subprocess.Popen(_launch_cmd(workdir, *args), cwd=REPO, stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, text=True, **kwargs)
 
 
 def _wait_for(proc, needle, timeout=300):
@@ -110,11 +118,25 @@ def _flat_state(workdir, step):
       pathlib.Path(workdir) / "checkpoints" / str(step) / "state"))
 
 
+@pytest.fixture(scope="module")
+def lone_run(tmp_path_factory):
+  """A 30-step tiny run, never interrupted: what every interrupted run must end equal to."""
+  workdir = tmp_path_factory.mktemp("lone_run")
+  proc = _launch(workdir, "--config.training.num_train_steps=30")
+  assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+  return workdir
+
+
+def _assert_same_state(reference, workdir, step=30):
+  a, b = _flat_state(reference, step), _flat_state(workdir, step)
+  assert a.keys() == b.keys() and len(a) > 10
+  for k in a:  # step, params, EMA params, optimizer state and RNG key.
+    np.testing.assert_array_equal(a[k], b[k], err_msg=f"{pathlib.Path(workdir).name}: {k}")
+
+
 @pytest.mark.skipif(not HAVE_MNIST, reason="needs the prepared MNIST in TFDS_DATA_DIR")
-def test_sigkill_at_any_moment_then_restart_ends_bit_identical(tmp_path):
+def test_sigkill_at_any_moment_then_restart_ends_bit_identical(tmp_path, lone_run):
   steps = "--config.training.num_train_steps=30"
-  reference = _launch(tmp_path / "reference", steps)
-  assert reference.wait(timeout=600) == 0, reference.stderr.read()[-3000:]
   killed = tmp_path / "killed"
   # Kill points: mid-interval, right as a checkpoint write starts, and just after one.
   for needle, delay in (("step 7/30", 0.0), ("Saving checkpoint at step 15", 0.0),
@@ -129,22 +151,91 @@ def test_sigkill_at_any_moment_then_restart_ends_bit_identical(tmp_path):
   log = "".join(_wait_for(final, "Finished at step 30"))
   assert final.wait(timeout=120) == 0
   assert "Restored checkpoint at step" in log
-  a, b = _flat_state(tmp_path / "reference", 30), _flat_state(killed, 30)
-  assert a.keys() == b.keys() and len(a) > 10
-  for k in a:  # step, params, EMA params, optimizer state and RNG key.
-    np.testing.assert_array_equal(a[k], b[k], err_msg=str(k))
+  # The SIGKILLed run's lock record was left behind; the kernel had dropped its lock.
+  assert "Took over the lock of" in log and "which no longer runs" in log, log[-3000:]
+  # Two identical commands started together on one workdir (a job re-queued while it runs):
+  # exactly one trains, the other stops at once naming it, and the result is a lone run's.
+  duo = [_launch(tmp_path / "duo", steps) for _ in range(2)]
+  outs = [(p.wait(timeout=600), p.stderr.read()) for p in duo]
+  assert sorted(rc != 0 for rc, _ in outs) == [False, True], [o[-1500:] for _, o in outs]
+  refused = next(out for rc, out in outs if rc != 0)
+  winner = duo[next(i for i, (rc, _) in enumerate(outs) if rc == 0)]
+  errors = [line for line in refused.splitlines() if line.startswith("ddpm: error:")]
+  assert len(errors) == 1 and f"is being trained by pid {winner.pid} on host" in errors[0], refused
+  assert "Traceback" not in refused and "Restored checkpoint" not in refused
+  for workdir in (killed, tmp_path / "duo"):
+    _assert_same_state(lone_run, workdir)
+
+
+def _checkpoint_files(workdir):
+  root = pathlib.Path(workdir) / "checkpoints"
+  return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+          for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason="needs the prepared MNIST in TFDS_DATA_DIR")
+def test_a_full_disk_is_a_clean_stop_and_the_rerun_resumes_bit_identically(tmp_path, lone_run):
+  """The storage refuses writes mid-run, at the OS level: after the checkpoint of step 10 the
+  test lowers the run's RLIMIT_FSIZE (prlimit), so every larger write fails with EFBIG, as a
+  full disk's do with ENOSPC. The run logs one line, removes its partial checkpoint, keeps the
+  earlier ones byte-identical, exits non-zero; a rerun with room ends equal to a lone run."""
+  steps = "--config.training.num_train_steps=30"
+  workdir = tmp_path / "full"
+  workdir.mkdir()
+  (workdir / "samples").write_text("a file where the grids' folder goes")  # Grids fail: warnings.
+  proc = _launch(workdir, steps, "--config.training.sample_every_steps=5")
+  lines = _wait_for(proc, "step 11/30")
+  deadline = time.time() + 120
+  while not (workdir / "checkpoints" / "10").is_dir() and time.time() < deadline:
+    time.sleep(0.05)  # Orbax renames a checkpoint into place once all its files are written.
+  before = _checkpoint_files(workdir)
+  assert {"5", "10"} <= {k.split("/")[0] for k in before}, sorted(before)
+  resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (FSIZE_LIMIT, resource.RLIM_INFINITY))
+  rest = proc.stderr.read()
+  assert proc.wait(timeout=300) != 0
+  errors = [line for line in rest.splitlines() if line.startswith("ddpm: error:")]
+  assert len(errors) == 1, "".join(lines[-5:]) + rest[-3000:]
+  assert "cannot write checkpoint step" in errors[0] and "File too large" in errors[0], errors[0]
+  assert "Traceback" not in rest
+  log = "".join(lines) + rest
+  assert log.count("Could not write the sample grid") == 1 and "training goes on" in log
+  after = _checkpoint_files(workdir)
+  assert not [k for k in after if "tmp" in k], sorted(after)  # Its partial write is gone.
+  assert {k: v for k, v in after.items() if k.split("/")[0] in ("5", "10")} == {
+      k: v for k, v in before.items() if k.split("/")[0] in ("5", "10")}
+  rerun = _launch(workdir, steps)
+  log = "".join(_wait_for(rerun, "Finished at step 30"))
+  assert rerun.wait(timeout=120) == 0 and "Restored checkpoint at step" in log
+  _assert_same_state(lone_run, workdir)
 
 
 @pytest.mark.skipif(not HAVE_MNIST, reason="needs the prepared MNIST in TFDS_DATA_DIR")
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-  proc = _launch(tmp_path, "--config.training.num_train_steps=1000")
-  _wait_for(proc, "step 12/1000")
+  proc = _launch(tmp_path, "--config.training.num_train_steps=100000")
+  _wait_for(proc, "step 12/100000")
+  drained = []  # Keep reading its log so that it never blocks on a full pipe.
+  reader = threading.Thread(target=lambda: drained.extend(proc.stderr), daemon=True)
+  reader.start()
+  # While it trains: a second training run is refused, sampling (read-only) works.
+  second = subprocess.run(_launch_cmd(tmp_path, "--config.training.num_train_steps=1000"),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  sampler = subprocess.run(_launch_cmd(tmp_path, "--mode=sample", "--config.sampling.num_samples=8",
+                                       "--config.sampling.batch_size=8"),
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.poll() is None, "the training run ended before the checks"
   proc.send_signal(signal.SIGTERM)
-  rest = proc.stderr.read()
+  assert proc.wait(timeout=120) == 0
+  reader.join(timeout=60)
+  rest = "".join(drained)
+  assert second.returncode != 0 and "Traceback" not in second.stderr
+  assert (f"ddpm: error: workdir {tmp_path} is being trained by pid {proc.pid} on host"
+          in second.stderr), second.stderr[-2000:]
+  assert sampler.returncode == 0, sampler.stderr[-3000:]
+  assert list((tmp_path / "samples").glob("ddim10_eta0_seed0_step*.npz"))
   assert proc.wait(timeout=120) == 0, rest[-3000:]
   assert "Stopped by signal" in rest
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-  assert 12 <= steps[-1] < 1000, (steps, rest[-4000:])
+  assert 12 <= steps[-1] < 100000, (steps, rest[-4000:])
   assert int(_flat_state(tmp_path, steps[-1])[("step",)]) == steps[-1]
 
 
