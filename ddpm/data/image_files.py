@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ddpm.data import image_arrays
+from ddpm.runtime import storage
 
 
 def read_npz_images(path: str, image_shape, num: int | None = None,
@@ -48,18 +49,7 @@ def write_npz_atomically(path: str, **arrays) -> str:
   """np.savez_compressed(path, **arrays) through a temporary file renamed into place, so `path`
   is either the complete new file or what it was before (never half-written); OSError (full
   disk, ...) leaves no temporary file behind."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    with open(tmp, "wb") as f:
-      np.savez_compressed(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+  return storage.write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def read_png_folder(path: str, image_shape, num: int | None = None,

@@ -22,6 +22,8 @@ import shutil
 import numpy as np
 from absl import logging
 
+from ddpm.runtime import storage
+
 MANIFEST = "manifest.json"
 
 
@@ -61,19 +63,6 @@ class ImageShards:
           logging.warning("Shard %s is unreadable (%s); drawing it again.", name, e)
     return done
 
-  def _write_atomically(self, path: str, write) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-      with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
-
   def save(self, index: int, images: np.ndarray) -> None:
     """Writes round `index`; on an OS error (full disk, ...) warns once and stops writing."""
     if not self.writable:
@@ -82,9 +71,9 @@ class ImageShards:
       os.makedirs(self.directory, exist_ok=True)
       manifest = os.path.join(self.directory, MANIFEST)
       if not os.path.isfile(manifest):
-        self._write_atomically(manifest, lambda f: f.write(
+        storage.write_atomically(manifest, lambda f: f.write(
             json.dumps(self.identity, sort_keys=True).encode()))
-      self._write_atomically(self._path(index), lambda f: np.save(f, images))
+      storage.write_atomically(self._path(index), lambda f: np.save(f, images))
     except OSError as e:
       self.writable = False
       logging.warning("Could not write shard %d to %s (%s); going on without resumable shards.",

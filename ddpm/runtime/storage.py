@@ -35,3 +35,21 @@ def storage_error(error: BaseException) -> str | None:
         return message
     error = error.__cause__ or error.__context__
   return None
+
+
+def write_atomically(path: str, write) -> str:
+  """Calls write(f) on a binary file that becomes `path` only once complete (a temporary name,
+  fsync, rename), so `path` is always either the whole new file or what it was before; on any
+  error the temporary file is removed and the error raised."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "wb") as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path

@@ -53,3 +53,26 @@ def test_a_cycle_of_contexts_ends():
   a, b = ValueError("a"), RuntimeError("b")
   a.__context__, b.__context__ = b, a
   assert storage.storage_error(a) is None
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.binary(max_size=2000), st.binary(max_size=2000), st.none() | st.integers(0, 2000))
+def test_an_atomic_write_leaves_the_whole_new_file_or_the_old_one(tmp_path_factory, old, new, fail_at):
+  """However far the writer gets before it fails, the path holds the old bytes (and no
+  temporary file is left); a writer that finishes leaves exactly the new bytes."""
+  path = tmp_path_factory.mktemp("atomic") / "file.bin"
+  path.write_bytes(old)
+
+  def write(f):
+    if fail_at is not None and fail_at <= len(new):
+      f.write(new[:fail_at])
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    f.write(new)
+
+  failed = fail_at is not None and fail_at <= len(new)
+  try:
+    storage.write_atomically(str(path), write)
+  except OSError:
+    assert failed
+  assert path.read_bytes() == (old if failed else new)
+  assert [p.name for p in path.parent.iterdir()] == ["file.bin"]
