@@ -53,6 +53,21 @@ flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
 
 
+def _one_line(record) -> None:
+  """Makes a log record with a traceback one line: its message's first 300 characters."""
+  if record.exc_info or record.exc_text:
+    record.msg = record.getMessage().splitlines()[0][:300]
+    record.args, record.exc_info, record.exc_text = (), None, None
+
+
+class _OneLineErrors(logging.logging.Filter):
+  """Keeps every record, without tracebacks (see `_one_line`)."""
+
+  def filter(self, record):
+    _one_line(record)
+    return True
+
+
 class _QuietOrbax(logging.logging.Filter):
   """Drops orbax's INFO chatter (a dozen lines per save); its warnings and errors stay, each as
   one line: the tracebacks of its background threads (e.g. every write thread's after a full
@@ -63,9 +78,7 @@ class _QuietOrbax(logging.logging.Filter):
       return True
     if record.levelno < logging.logging.WARNING:
       return False
-    if record.exc_info or record.exc_text:
-      record.msg = record.getMessage().splitlines()[0][:300]
-      record.args, record.exc_info, record.exc_text = (), None, None
+    _one_line(record)
     return True
 
 
@@ -100,6 +113,11 @@ def quiet_logging() -> None:
   logger = logging.get_absl_logger()
   if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
     logger.addFilter(_QuietOrbax())
+  # asyncio reports the write tasks of a failed orbax save ("Task exception was never
+  # retrieved") with their tracebacks: one line each as well.
+  asyncio_logger = logging.logging.getLogger("asyncio")
+  if not any(isinstance(f, _OneLineErrors) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_OneLineErrors())
   _quiet_closed_loop_callbacks()
 
 

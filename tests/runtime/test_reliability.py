@@ -217,11 +217,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   reader = threading.Thread(target=lambda: drained.extend(proc.stderr), daemon=True)
   reader.start()
   # While it trains: a second training run is refused, sampling (read-only) works.
-  second = subprocess.run(_launch_cmd(tmp_path, "--config.training.num_train_steps=1000"),
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-  sampler = subprocess.run(_launch_cmd(tmp_path, "--mode=sample", "--config.sampling.num_samples=8",
-                                       "--config.sampling.batch_size=8"),
-                           cwd=REPO, capture_output=True, text=True, timeout=300)
+  procs = [subprocess.Popen(_launch_cmd(tmp_path, *args), cwd=REPO, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+           for args in (["--config.training.num_train_steps=1000"],
+                        ["--mode=sample", "--config.sampling.num_samples=8",
+                         "--config.sampling.batch_size=8"])]  # Both at once, beside the trainer.
+  logs = [p.communicate(timeout=300)[1] for p in procs]  # Short logs: no pipe fills up.
+  second, sampler = (subprocess.CompletedProcess(p.args, p.returncode, None, log)
+                     for p, log in zip(procs, logs))
   assert proc.poll() is None, "the training run ended before the checks"
   proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=120) == 0
