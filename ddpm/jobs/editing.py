@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddpm.data import batching, image_files, input_pipeline
-from ddpm.jobs import config_validation, restore
+from ddpm.jobs import restore
 from ddpm.models import build
 from ddpm.pipelines import denoiser
 
@@ -75,9 +75,8 @@ class EditJob:
   @staticmethod
   def load(config, workdir: str) -> tuple[str, object, int, np.ndarray]:
     """(absolute workdir, parameters, step, images): the config checked, the images read and the
-    checkpoint restored as `--mode=sample` does; call after validate_edit_config."""
+    checkpoint restored as `--mode=sample` does; call after the job's `validate(config)`."""
     images = load_images(config)
-    config_validation.validate_config(config)
     return (*restore.restore_params(config, workdir), images)
 
   def labels(self) -> np.ndarray | None:

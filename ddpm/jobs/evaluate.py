@@ -47,10 +47,8 @@ def _merge_json(path: str, update: dict) -> dict:
       data[k] = data[k] | v
     else:
       data[k] = v
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+  storage.write_atomically(path, lambda f: f.write(
+      json.dumps(data, indent=1, sort_keys=True).encode()))
   return data
 
 

@@ -41,6 +41,7 @@ def restore_params(config, workdir: str) -> tuple[str, object, int]:
       if attempt:
         manager.reload()
         steps = sorted(manager.all_steps(), reverse=True)
+      vanished = False
       for step in steps:
         try:
           return workdir, checkpointing.restore_params(manager, step, template, meta, which), step
@@ -48,9 +49,12 @@ def restore_params(config, workdir: str) -> tuple[str, object, int]:
           raise
         except Exception as e:  # A damaged checkpoint: orbax/TensorStore raise many types.
           gone = not os.path.isdir(os.path.join(checkpointing.checkpoint_dir(workdir), str(step)))
+          vanished |= gone
           logging.warning("Checkpoint step %d is %s (%s); trying the next older one.", step,
                           "gone (deleted by the training run's retention)" if gone else
                           "unreadable", str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+      if not vanished:  # Only damaged checkpoints: reading them again would not help.
+        break
     raise ValueError(f"--workdir={workdir}: no checkpoint could be read (steps {steps}).")
   finally:
     manager.close()

@@ -172,10 +172,10 @@ class Trainer:
     path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
     grid = grids.make_grid(images, generation.grid_columns(c, num))
     if distributed.is_main_process():  # Every process draws (pmap spans them all); one writes.
-      self._soft_write(f"the sample grid {path}", grids.save_png, path, grid)
+      self._soft_write("sample grid", grids.save_png, path, grid)
     return path, grid
 
-  def _soft_write(self, what: str, write, *args):
+  def _soft_write(self, kind: str, write, *args):
     """write(*args) for an output a person looks at (grids, metrics, TensorBoard): an OS error
     (a full disk, a path that is not a directory) is a warning (the first of each kind, then a
     count at the end), not the end of the run."""
@@ -186,10 +186,10 @@ class Trainer:
           (e.strerror or str(e)) if isinstance(e, OSError) else None)
       if reason is None:
         raise
-      kind = what.split(" ")[1] if " " in what else what
       if kind not in self.failed_writes:
-        logging.warning("Could not write %s (%s); training goes on (later failures of this kind "
-                        "are counted, not logged).", what, reason)
+        where = f" {args[0]}" if args and isinstance(args[0], str) else ""
+        logging.warning("Could not write the %s%s (%s); training goes on (later failures of "
+                        "this kind are counted, not logged).", kind, where, reason)
       self.failed_writes[kind] = self.failed_writes.get(kind, 0) + 1
       return None
 
@@ -257,10 +257,10 @@ class Trainer:
     writer = (metric_writers.SummaryWriter(self.workdir) if is_main
               else metric_writers.MultiWriter([]))
     if is_main:
-      self._soft_write("the config.json", _write_text, os.path.join(self.workdir, "config.json"),
+      self._soft_write("config.json", _write_text, os.path.join(self.workdir, "config.json"),
                        c.to_json_best_effort(indent=2))
       if self.start_step == 0:
-        self._soft_write("the TensorBoard events", writer.write_hparams, _flatten(c.to_dict()))
+        self._soft_write("TensorBoard events", writer.write_hparams, _flatten(c.to_dict()))
     # The mesh axis name must be pmap's, or the second step recompiles for a new sharding.
     state = jax_utils.replicate(self.state, axis_name=replicas.AXIS)
     train_iter = jax_utils.prefetch_to_device(self.train_iter, 2, axis_name=replicas.AXIS)
@@ -316,16 +316,16 @@ class Trainer:
                      "ETA %s", step, total, summary["loss"], summary["grad_norm"],
                      summary["learning_rate"], steps_per_sec, summary["images_per_sec"],
                      _format_seconds(eta))
-        self._soft_write("the TensorBoard events", writer.write_scalars, step, summary)
+        self._soft_write("TensorBoard events", writer.write_scalars, step, summary)
         if is_main:
-          self._soft_write("the metrics.jsonl line", _append_line, metrics_path,
+          self._soft_write("metrics.jsonl line", _append_line, metrics_path,
                            json.dumps({"step": step, "time": now - t_start, **summary}))
       if c.training.sample_every_steps > 0 and (step % c.training.sample_every_steps == 0
                                                 or step == total):
         t0 = time.time()
         path, grid = self.sample_grid(state.ema_params, step)
         logging.info("Wrote samples of step %d to %s (%.1f s).", step, path, time.time() - t0)
-        self._soft_write("the TensorBoard events", writer.write_images, step,
+        self._soft_write("TensorBoard events", writer.write_images, step,
                          {"samples": grid[None]})
       if step % c.training.checkpoint_every_steps == 0 or last:
         drain()  # Never checkpoint past a non-finite step under nan_policy=stop.
@@ -335,8 +335,8 @@ class Trainer:
                         self.stop_requested, step)
         break
     checkpointing.wait_until_finished(self.manager)
-    self._soft_write("the TensorBoard events", writer.flush)
-    self._soft_write("the TensorBoard events", writer.close)
+    self._soft_write("TensorBoard events", writer.flush)
+    self._soft_write("TensorBoard events", writer.close)
     if self.failed_writes:
       logging.warning("Outputs that could not be written in this run (kind: count): %s.",
                       ", ".join(f"{k}: {n}" for k, n in self.failed_writes.items()))
