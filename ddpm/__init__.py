@@ -15,7 +15,7 @@ The package is layered: each layer imports only itself and layers listed before 
   visualization/  grids, labelled figures, pictures of the process.
   training/       the pmap-ed train step, optimizer, EMA, fine-tuning, the classifier's training.
   jobs/           one module per --mode (train, sample, eval, inpaint, process, denoise,
-                  synthesize, anomaly); `main` is the command line over them.
+                  synthesize, anomaly, export); `main` is the command line over them.
 
 The names below are loaded on first use, so `import ddpm.diffusion` costs no Flax, orbax or
 TensorFlow:
@@ -24,6 +24,7 @@ TensorFlow:
     schedule = ddpm.make_schedule("linear", 1000)
     out = ddpm.sample("ddim", denoise_fn, schedule, key, (16, 28, 28, 1), num_steps=50)
     state = ddpm.setup_job("train", config, workdir).run()
+    p = ddpm.load_pretrained("model_step20000_ema.safetensors")  # --mode=export's file.
 """
 
 import importlib
@@ -51,6 +52,7 @@ API = {
     "draw": "ddpm.pipelines.generation",
     "extractor_for": "ddpm.evaluation.features",
     "setup_job": "ddpm.jobs",
+    "load_pretrained": "ddpm.pipelines.pretrained",
 }
 __all__ = sorted(SUBPACKAGES + tuple(API))
 

@@ -14,7 +14,13 @@ process, synthesize labelled data, score anomalies.
   python -m ddpm.main --config=configs/mnist_conditional.py --workdir=/tmp/mnist_cond \
       --mode=synthesize --config.synthesize.num_per_class=500 --config.sampling.guidance_weight=1
 
-Any config value can be overridden with --config.<group>.<key>=<value>.
+Any config value can be overridden with --config.<group>.<key>=<value>. --config takes a file
+or the name of a built-in config (`ddpm.configs`: --config=mnist is ddpm/configs/mnist.py), and
+the installed console script `ddpm` is the same command, with the mode as an optional first word:
+
+  ddpm --config=mnist --workdir=/tmp/mnist                 # train
+  ddpm sample --config=mnist --workdir=/tmp/mnist          # = --mode=sample
+  ddpm export --config=mnist --workdir=/tmp/mnist          # weights as one .safetensors file
 
 Several processes (a multi-host TPU pod slice, several GPU hosts, or CPU processes) run the
 same command, each with its own process id; see `ddpm.runtime.distributed`:
@@ -33,22 +39,26 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ddpm import configs
 from ddpm.runtime import distributed, storage
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
 # The keys of ddpm.jobs.JOBS, spelled out so that parsing flags imports no JAX (a test checks).
-MODES = ("train", "sample", "eval", "inpaint", "process", "denoise", "synthesize", "anomaly")
+MODES = ("train", "sample", "eval", "inpaint", "process", "denoise", "synthesize", "anomaly",
+         "export")
 flags.DEFINE_enum("mode", "train", MODES,
                   "train (also fine-tuning: config.training.init_from/trainable); sample: draw "
                   "images (class-conditional: config.sampling.class_label/guidance_weight); "
                   "eval: FID/IS/precision/recall, bits/dim, denoising; inpaint: RePaint with "
                   "config.edit.mask; process: forward and reverse strips and GIFs; denoise: "
                   "denoising and SDEdit (config.edit); synthesize: labelled samples as .npz and a "
-                  "TFDS dataset; anomaly: anomaly scores and AUROC (config.anomaly).")
-config_flags.DEFINE_config_file("config", None, "Training configuration file.",
-                                lock_config=True)
+                  "TFDS dataset; anomaly: anomaly scores and AUROC (config.anomaly); export: the "
+                  "weights and settings as one .safetensors file (config.export).")
+config_flags.DEFINE_config_file(
+    "config", None, "Configuration: a config file, or a built-in name (" +
+    ", ".join(configs.names()) + ").", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()
 
@@ -140,8 +150,9 @@ def _load_config_file(spec: str):
   if not os.path.isfile(path) and ":" in spec:
     path, arg = spec.rsplit(":", 1)
   if not os.path.isfile(path):
-    raise ValueError(f"--config={spec}: no such file; allowed: a config file such as "
-                     "configs/mnist.py (a path relative to the current directory or absolute).")
+    raise ValueError(f"--config={spec}: no such file or built-in config; allowed: a config file "
+                     "(a path relative to the current directory or absolute) or one of "
+                     f"{', '.join(configs.names())}.")
   try:
     module_spec = importlib.util.spec_from_file_location("_ddpm_checked_config", path)
     module = importlib.util.module_from_spec(module_spec)
@@ -181,8 +192,25 @@ def config_argument_error(argv) -> str | None:
   return None
 
 
+def resolve_arguments(argv) -> list[str]:
+  """`argv` with built-in config names replaced by their files (`--config=mnist` ->
+  `--config=.../ddpm/configs/mnist.py`) and a leading mode word (`ddpm sample ...`) turned
+  into --mode=sample."""
+  argv = list(argv)
+  if len(argv) > 1 and argv[1] in MODES:
+    argv[1] = f"--mode={argv[1]}"
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      argv[i] = "--config=" + configs.resolve(arg[len("--config="):])
+    elif arg == "--config" and i + 1 < len(argv):
+      argv[i + 1] = configs.resolve(argv[i + 1])
+  return argv
+
+
 def parse_flags(argv):
-  """absl's flag parsing, with one-line errors for a bad --config file or override key."""
+  """absl's flag parsing, with built-in config names, a mode word, and one-line errors for a bad
+  --config file or override key."""
+  argv = resolve_arguments(argv)
   error = config_argument_error(argv)
   if error:
     print(f"ddpm: error: {error}", file=sys.stderr)
@@ -229,5 +257,10 @@ def main(argv):
     sys.exit(f"ddpm: error: {e}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The `ddpm` console script (pyproject.toml): `python -m ddpm.main`."""
   app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -159,7 +159,7 @@ def test_eval_mode_writes_metrics_and_figures(trained):
     # edit inputs, a samples file that is not an .npz (the offline data_dir: below).
     (["--config.training.no_such_key=3"], "config.training has no key 'no_such_key'; allowed: "),
     (["--config=configs/no_such_config.py"], "--config=configs/no_such_config.py: no such file"),
-    (["--mode=denoise", "--config.edit.input={broken_png_dir}"], "broken.png is not a readable PNG"),
+    (["--mode=denoise", "--config.edit.input={broken_png_dir}"], "broken.png is not a readable image"),
     (["--mode=eval", "--config.eval.samples_npz={not_npz}"], "not_npz.npz is not a readable .npz"),
 ])
 def test_bad_input_stops_with_one_line_and_leaves_checkpoints_untouched(trained, tmp_path, args,

@@ -19,6 +19,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ddpm"
 # Which layers a layer's modules may import (itself included). Read top to bottom, this is the
 # order of README's code map: a layer imports only layers listed before it.
 ALLOWED = {
+    "configs": {"configs"},
     "diffusion": {"diffusion"},
     "runtime": {"runtime"},
     "models": {"models", "diffusion"},
@@ -29,7 +30,7 @@ ALLOWED = {
     "training": {"training", "diffusion", "models", "data", "runtime", "pipelines", "evaluation"},
     "jobs": {"jobs", "diffusion", "models", "data", "runtime", "pipelines", "evaluation",
              "visualization", "training"},
-    "main": {"jobs", "runtime"},
+    "main": {"jobs", "runtime", "configs"},
     "ddpm": {"runtime"},  # ddpm/__init__.py: the XLA flags; the rest is loaded lazily (API).
 }
 # Modules of ddpm/jobs/ that the jobs share; a job imports no other job.

@@ -10,6 +10,10 @@ Batches are dicts of numpy arrays shaped [local_devices, per_device_batch, H, W,
 float32) and [local_devices, per_device_batch] (labels and each example's index in the split,
 int32), ready for `jax.pmap`. With P processes, process p reads the p-th of P contiguous,
 disjoint, (almost) equal slices of the split, so the indices say which examples it read.
+
+`config.data.dataset = "image_folder"` reads a folder of the user's images instead of a TFDS
+dataset (`ddpm.data.image_folder`: the files, their labels, splits and decoding); everything
+after the decoding (shuffling, flips, batching, resumption, per-process slices) is shared.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from ddpm.data import image_folder
 from ddpm.runtime import distributed
 
 RESIZE_METHODS = ("pad", "resize", "none")
@@ -62,9 +67,15 @@ def data_dir_from_config(data_config) -> str | None:
   return data_config.get("data_dir") or os.environ.get("TFDS_DATA_DIR") or None
 
 
-def get_builder(data_config):
-  """The tfds builder of `config.data.dataset`, with a one-line error if it is unknown."""
+IMAGE_FOLDER = "image_folder"  # config.data.dataset of a folder of the user's images.
+
+
+def get_builder(data_config, num_classes: int = 0):
+  """The tfds builder of `config.data.dataset`, with a one-line error if it is unknown; for
+  "image_folder" the checked `image_folder.ImageFolder` of data_dir (labelled if num_classes)."""
   name = data_config.dataset
+  if name == IMAGE_FOLDER:
+    return image_folder.open_folder(data_config, labelled=num_classes > 0)
   try:
     return tfds.builder(name, data_dir=data_dir_from_config(data_config))
   except tfds.core.registered.DatasetNotFoundError:
@@ -90,7 +101,7 @@ def download_host_unreachable(timeout: float = 5.0) -> str | None:
 
 def ensure_prepared(builder, data_config) -> None:
   """Downloads and prepares the dataset if needed, with a clear hint when offline."""
-  if builder.is_prepared():
+  if isinstance(builder, image_folder.ImageFolder) or builder.is_prepared():
     return
   root = data_dir_from_config(data_config) or builder.data_dir
   where = repr(root) if os.path.isdir(root) else f"{root!r}, which does not exist"
@@ -113,6 +124,9 @@ def ensure_prepared(builder, data_config) -> None:
 def check_labels(builder, data_config, num_classes: int) -> None:
   """A class-conditional model (num_classes > 0) needs a `label` feature of at most
   num_classes classes; one-line ValueError otherwise."""
+  if isinstance(builder, image_folder.ImageFolder):
+    builder.check_labels(num_classes)
+    return
   if num_classes == 0:
     return
   features = builder.info.features
@@ -153,8 +167,36 @@ def preprocess_image(image: tf.Tensor, image_size: int, resize_method: str) -> t
   return x
 
 
+def folder_dataset(folder: image_folder.ImageFolder, split) -> tf.data.Dataset:
+  """`split` of an image folder, decoded and fitted by `image_folder.read_image` (Pillow, in
+  tf.data's parallel map) and scaled to [-1, 1], in path order."""
+  indices = folder.indices(split)
+  size, channels, method = folder.image_size, folder.channels, folder.resize_method
+
+  def read(path):
+    return image_folder.read_image(path.decode(), channels, size, method)
+
+  def prep(path, label):
+    image = tf.numpy_function(read, [path], tf.uint8, stateful=False)
+    image = tf.ensure_shape(image, (size, size, channels))
+    return {"image": preprocess_image(image, size, "none"), "label": label}
+
+  ds = tf.data.Dataset.from_tensor_slices(
+      (folder.paths(indices), folder.labels[indices].astype(np.int32)))
+  return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def split_size(builder, split) -> int:
+  """How many examples `split` (a name, a slice or a per-process split) has."""
+  if isinstance(builder, image_folder.ImageFolder):
+    return len(builder.indices(split))
+  return builder.info.splits[split].num_examples
+
+
 def base_dataset(builder, split: str, data_config) -> tf.data.Dataset:
   """`split` decoded and preprocessed (scaled to [-1, 1], padded or resized), in file order."""
+  if isinstance(builder, image_folder.ImageFolder):
+    return folder_dataset(builder, split)
   ds = builder.as_dataset(split=split, shuffle_files=False)
   size, method = data_config.image_size, data_config.resize_method
   h, w, channels = builder.info.features["image"].shape
@@ -186,9 +228,8 @@ def process_split(builder, split: str, process_index: int, process_count: int):
   The processes' splits are `tfds.split_for_jax_process`: P contiguous, disjoint slices of
   `split` in process order, so process p starts at the sum of the sizes of processes < p.
   """
-  offset = sum(builder.info.splits[tfds.split_for_jax_process(
-      split, process_index=p, process_count=process_count)].num_examples
-               for p in range(process_index))
+  offset = sum(split_size(builder, tfds.split_for_jax_process(
+      split, process_index=p, process_count=process_count)) for p in range(process_index))
   return tfds.split_for_jax_process(split, process_index=process_index,
                                     process_count=process_count), offset
 
@@ -200,7 +241,7 @@ def create_train_iterator(config, start_step: int = 0) -> Iterator[dict]:
   """
   _load_tensorflow()
   dc = config.data
-  builder = get_builder(dc)
+  builder = get_builder(dc, config.get("model", {}).get("num_classes", 0))
   ensure_prepared(builder, dc)
   split, first_index = process_split(builder, dc.split, jax.process_index(), jax.process_count())
   batch = local_batch_size(config.training.batch_size)
@@ -211,7 +252,11 @@ def create_train_iterator(config, start_step: int = 0) -> Iterator[dict]:
     ds = ds.cache()
   num_examples = int(ds.cardinality())
   if num_examples < batch:
-    raise ValueError(f"split {split} has {num_examples} examples, fewer than the batch {batch}.")
+    raise ValueError(f"config.data.split={dc.split!r} of {dc.dataset!r}"
+                     f"{' in ' + dc.data_dir if dc.dataset == IMAGE_FOLDER else ''} gives this "
+                     f"process {num_examples} examples, fewer than one batch ({batch} per process, "
+                     f"training.batch_size={config.training.batch_size}); allowed: a batch of at "
+                     f"most {num_examples} per process, or more images.")
   consumed = start_step * batch
   first_epoch, offset = divmod(consumed, num_examples)
   seed = int(config.seed)
@@ -250,7 +295,7 @@ def load_examples(config, split: str, num: int) -> dict:
   """The first `num` preprocessed examples of `split` (no shuffling) as numpy arrays."""
   _load_tensorflow()
   dc = config.data
-  builder = get_builder(dc)
+  builder = get_builder(dc, config.get("model", {}).get("num_classes", 0))
   ensure_prepared(builder, dc)
   ds = base_dataset(builder, split, dc).take(num).batch(num)
   return next(iter(tfds.as_numpy(ds)))
@@ -261,7 +306,7 @@ def load_split_uint8(config, split: str, num: int | None = None) -> tuple[np.nda
   `split`, preprocessed as for training (size, padding) and mapped back to [0, 255]."""
   _load_tensorflow()
   dc = config.data
-  builder = get_builder(dc)
+  builder = get_builder(dc, config.get("model", {}).get("num_classes", 0))
   ensure_prepared(builder, dc)
   ds = base_dataset(builder, split, dc)
   if num is not None:

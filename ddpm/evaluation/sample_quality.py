@@ -15,7 +15,7 @@ import time
 import numpy as np
 from absl import logging
 
-from ddpm.data import input_pipeline
+from ddpm.data import image_folder, input_pipeline
 from ddpm.evaluation import features, metrics
 
 
@@ -23,10 +23,14 @@ def reference_statistics(config, extractor: features.FeatureExtractor, split: st
                          cache_dir: str | None, num: int = 0, pr_num: int = 10_000) -> dict:
   """FID statistics (mu, sigma) of `split` and features of a seeded subset for precision/recall.
 
-  Cached as <cache_dir>/<dataset>_<split>_<size><resize>_<extractor>_<num>.npz.
+  Cached as <cache_dir>/<dataset>_<split>_<size><resize>_<extractor>_<num>.npz (an image folder's
+  <dataset> names a fingerprint of its path and files).
   """
   d = config.data
-  name = f"{d.dataset}_{split}_{d.image_size}{d.resize_method}_{extractor.name}_{num or 'all'}.npz"
+  dataset = d.dataset
+  if dataset == input_pipeline.IMAGE_FOLDER:  # Which folder, and which files in it.
+    dataset = f"{dataset}-{image_folder.fingerprint(d.data_dir)}"
+  name = f"{dataset}_{split}_{d.image_size}{d.resize_method}_{extractor.name}_{num or 'all'}.npz"
   path = os.path.join(cache_dir, name) if cache_dir else None
   if path and os.path.isfile(path):
     with np.load(path) as f:

@@ -7,6 +7,11 @@ what `python -m ddpm.main --mode=<mode>` does, callable from a notebook:
     state = ddpm.jobs.setup_job("train", config, workdir).run()
     result = ddpm.jobs.setup_job("sample", config, workdir).run()
 
+With config.sampling.pretrained (a .safetensors file of `--mode=export`), every mode but
+train reads that file's weights instead of the workdir's checkpoints, and `setup_job` replaces
+the config's model, diffusion and data settings by the file's first
+(`ddpm.pipelines.pretrained.config_with_settings`).
+
 Jobs share only the lower modules `config_validation` (the whole config checked), `restore`
 (a checkpoint's parameters) and `editing` (what inpaint, process and denoise share); no job
 imports another.
@@ -16,13 +21,27 @@ from __future__ import annotations
 
 import jax
 
-from ddpm.jobs import anomaly, denoise, evaluate, inpaint, process, sample, synthesize, train
+from ddpm.jobs import (anomaly, denoise, evaluate, export, inpaint, process, sample, synthesize,
+                       train)
+from ddpm.pipelines import pretrained
+from ddpm.runtime import weights_file
 
 JOBS = {"train": train.Trainer, "sample": sample.SampleJob, "eval": evaluate.EvalJob,
         "inpaint": inpaint.InpaintJob, "process": process.ProcessJob,
         "denoise": denoise.DenoiseJob, "synthesize": synthesize.SynthesizeJob,
-        "anomaly": anomaly.AnomalyJob}
+        "anomaly": anomaly.AnomalyJob, "export": export.ExportJob}
 MODES = tuple(JOBS)
+
+
+def _check_pretrained(mode: str, config) -> None:
+  path = config.sampling.get("pretrained", "")
+  if not isinstance(path, str):
+    raise ValueError(f"config.sampling.pretrained={path!r} must be the path of a .safetensors "
+                     "file written by --mode=export, or empty (the workdir's checkpoints).")
+  if path and mode == "train":
+    raise ValueError(f"config.sampling.pretrained={path} is read by the modes that use a trained "
+                     "model, not by --mode=train; to fine-tune from the file, set "
+                     f"config.training.init_from={path} instead.")
 
 
 def validate(mode: str, config) -> None:
@@ -31,16 +50,27 @@ def validate(mode: str, config) -> None:
   model supports (tests/jobs/test_configs.py)."""
   if mode not in JOBS:
     raise ValueError(f"--mode={mode!r} is unknown; allowed: {', '.join(MODES)}.")
+  _check_pretrained(mode, config)
   JOBS[mode].validate(config)
 
 
 def setup_job(mode: str, config, workdir: str):
   """The job of `mode` for `config` and `workdir`, set up (inputs checked, checkpoint restored);
-  `.run()` runs it. Raises ValueError/RuntimeError with a one-line message for bad input."""
+  `.run()` runs it. Raises ValueError/RuntimeError with a one-line message for bad input.
+
+  With config.sampling.pretrained set, the job gets `config` with that file's settings."""
   if mode not in JOBS:
     raise ValueError(f"--mode={mode!r} is unknown; allowed: {', '.join(MODES)}.")
   if mode != "train" and jax.process_count() > 1:
     raise ValueError(f"--mode={mode} runs in a single process, but this run has "
                      f"{jax.process_count()} processes; allowed: --mode=train with several "
                      f"processes, other modes with one (--distributed=off).")
+  _check_pretrained(mode, config)
+  if config.sampling.get("pretrained", ""):
+    path = config.sampling.pretrained
+    try:
+      settings = weights_file.read_settings(path)
+    except ValueError as e:
+      raise ValueError(f"config.sampling.pretrained: {e}") from None
+    config = pretrained.config_with_settings(config, settings, f"config.sampling.pretrained={path}")
   return JOBS[mode].setup(config, workdir)

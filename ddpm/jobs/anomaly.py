@@ -1,7 +1,7 @@
 """`--mode=anomaly`: anomaly scores of normal and anomalous images, and their AUROC.
 
 Scores normal images (config.data.dataset, config.anomaly.normal_split) and anomalous ones
-(config.anomaly.anomalous: a TFDS name or an .npz, anomalous_split) with the model's
+(config.anomaly.anomalous: a TFDS name, an .npz or a folder of images, anomalous_split) with the model's
 denoising error over several time steps and its bits/dim bound
 (`ddpm.evaluation.anomaly_scores`), and writes anomaly/<step>_<name>.json (AUROC per score and
 per time step, `ddpm.evaluation.metrics.auroc`), .npz (every image's scores) and .png
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ddpm.data import batching, image_arrays, image_files, input_pipeline
+from ddpm.data import batching, image_arrays, image_files, image_folder, input_pipeline
 from ddpm.diffusion import likelihood, schedules
 from ddpm.evaluation import anomaly_scores, metrics
 from ddpm.jobs import config_validation, restore
@@ -30,9 +30,13 @@ from ddpm.visualization import figures
 
 
 def _load(config, spec: str, split: str, num: int, shape) -> np.ndarray:
-  """uint8 images from a TFDS dataset name (preprocessed like the training data) or an .npz."""
+  """uint8 images from a TFDS dataset name (preprocessed like the training data), an .npz or a
+  folder of images (read as an image folder dataset)."""
   if spec.endswith(".npz"):
     return image_files.read_npz_images(spec, shape, num, "config.anomaly.anomalous")
+  if os.path.isdir(spec):
+    return image_folder.read_folder_uint8(spec, shape, num, config.data.resize_method,
+                                          "config.anomaly.anomalous")
   c = config.copy_and_resolve_references()
   with c.unlocked():
     c.data.dataset = spec

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from ddpm.data import input_pipeline
+from ddpm.data import image_folder, input_pipeline
 from ddpm.diffusion import guidance, losses, parameterization, samplers, schedules
 from ddpm.models.unet import check_unet_config
 
 _CHOICES = {
     "data.resize_method": input_pipeline.RESIZE_METHODS,
+    "data.bad_images": image_folder.BAD_IMAGE_POLICIES,
     "model.dtype": ("float32", "bfloat16"),
     "diffusion.beta_schedule": schedules.SCHEDULES,
     "diffusion.prediction_type": parameterization.PREDICTION_TYPES,
@@ -52,7 +53,8 @@ def validate_config(config) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"config.{key}={value!r} must be a positive integer.")
   if not isinstance(config.data.dataset, str) or not config.data.dataset:
-    raise ValueError(f"config.data.dataset={config.data.dataset!r} must name a tfds dataset.")
+    raise ValueError(f"config.data.dataset={config.data.dataset!r} must name a tfds dataset or "
+                     "be 'image_folder' (with data.data_dir=PATH).")
   if config.training.keep_every_steps < 0:
     raise ValueError(f"config.training.keep_every_steps={config.training.keep_every_steps} must "
                      "be >= 0 (0: keep only the newest keep_checkpoints).")

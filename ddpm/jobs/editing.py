@@ -7,7 +7,8 @@ label) unless config.sampling.class_label names a class, towards which they are 
 weight config.sampling.guidance_weight.
 
 config.edit: input ("" = the first num_images images of config.data.eval_split, or an .npz
-with `images` uint8 [N, H, W, C], or a folder of PNGs, read in name order), num_images, mask
+with `images` uint8 [N, H, W, C], or a folder of images read as an image folder dataset is:
+recursively, in path order, fitted by config.data.resize_method), num_images, mask
 (a name of `ddpm.diffusion.inpainting.MASKS`, or a PNG: nonzero = known), jump_length and
 jump_n_sample (RePaint's j and r), num_steps (respaced RePaint steps, spacing
 config.sampling.spacing), num_frames (strip columns and GIF frames), seed.
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm.data import batching, image_files, input_pipeline
+from ddpm.data import batching, image_files, image_folder, input_pipeline
 from ddpm.jobs import restore
 from ddpm.models import build
 from ddpm.pipelines import denoiser
@@ -45,7 +46,7 @@ def validate_edit_config(config) -> None:
     raise ValueError(f"config.edit.num_steps={e.num_steps} must be <= "
                      f"config.diffusion.num_timesteps={config.diffusion.num_timesteps}.")
   if not isinstance(e.input, str):
-    raise ValueError(f"config.edit.input={e.input!r} must be a path (an .npz or a folder of PNGs) "
+    raise ValueError(f"config.edit.input={e.input!r} must be a path (an .npz or a folder of images) "
                      "or empty (test images).")
   if e.input and not os.path.exists(e.input):
     raise ValueError(f"config.edit.input={e.input} does not exist.")
@@ -58,9 +59,10 @@ def load_images(config) -> np.ndarray:
     images, _ = input_pipeline.load_split_uint8(config, config.data.eval_split, e.num_images)
     return images
   if os.path.isdir(e.input):
-    return image_files.read_png_folder(e.input, shape, e.num_images, "config.edit.input")
+    return image_folder.read_folder_uint8(e.input, shape, e.num_images, config.data.resize_method,
+                                          "config.edit.input")
   if not e.input.endswith(".npz"):
-    raise ValueError(f"config.edit.input={e.input} is neither an .npz file nor a folder of PNGs.")
+    raise ValueError(f"config.edit.input={e.input} is neither an .npz file nor a folder of images.")
   return image_files.read_npz_images(e.input, shape, e.num_images, "config.edit.input")
 
 

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from ddpm.data import image_arrays, image_files, image_shards, input_pipeline
+from ddpm.data import image_arrays, image_files, image_folder, image_shards, input_pipeline
 from ddpm.diffusion import schedules
 from ddpm.evaluation import denoiser_quality, features, sample_quality as quality
 from ddpm.jobs import config_validation, restore
@@ -76,8 +76,13 @@ class EvalJob:
     extractor = features.extractor_for(config) if "samples" in wanted else None
     samples = None
     if "samples" in wanted and ev.samples_npz:  # Read here: a bad file fails before any work.
-      samples = image_files.read_npz_images(ev.samples_npz, build.image_shape(config),
-                                            config_key="config.eval.samples_npz")
+      if os.path.isdir(ev.samples_npz):  # A folder of generated images (any sampler's).
+        samples = image_folder.read_folder_uint8(ev.samples_npz, build.image_shape(config), None,
+                                                 config.data.resize_method,
+                                                 "config.eval.samples_npz")
+      else:
+        samples = image_files.read_npz_images(ev.samples_npz, build.image_shape(config),
+                                              config_key="config.eval.samples_npz")
     return cls(config, *restore.restore_params(config, workdir), wanted, extractor, samples)
 
   def run(self) -> dict:

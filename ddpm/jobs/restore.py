@@ -1,4 +1,5 @@
-"""The parameters of a run's checkpoint, as every job but training reads them."""
+"""The parameters of a run's checkpoint, as every job but training reads them, or of the
+.safetensors file that config.sampling.pretrained names (`ddpm.pipelines.pretrained`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import jax
 from absl import logging
 
 from ddpm.models import build
+from ddpm.pipelines import pretrained
 from ddpm.runtime import checkpointing
 
 
@@ -17,8 +19,18 @@ def restore_params(config, workdir: str) -> tuple[str, object, int]:
 
   Only the parameters are read (`checkpointing.restore_params`), so checkpoints of any
   optimizer setup, fine-tuning runs with frozen parameters included, can be sampled from.
+
+  With config.sampling.pretrained, the parameters and step are those of that file instead, and
+  the workdir (which then only receives outputs) need not exist; `config` must carry the file's
+  settings (`ddpm.jobs.setup_job` sees to that), else a one-line error names the difference.
   """
   workdir = os.path.abspath(workdir)
+  if config.sampling.pretrained:
+    params, settings = pretrained.load_params(config.sampling.pretrained, config)
+    step = int(settings.get("checkpoint_step", 0))
+    logging.info("Read the %s parameters of step %d from %s (config.sampling.pretrained).",
+                 settings.get("weights", "ema"), step, config.sampling.pretrained)
+    return workdir, params, step
   if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
     raise ValueError(f"--workdir={workdir} has no checkpoints/ directory; train first "
                      f"(--mode=train) or point --workdir at a trained run.")

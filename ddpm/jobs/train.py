@@ -33,7 +33,7 @@ from absl import logging
 from flax import jax_utils
 from jax.experimental import multihost_utils
 
-from ddpm.data import input_pipeline
+from ddpm.data import image_folder, input_pipeline
 from ddpm.diffusion import schedules
 from ddpm.diffusion.schedules import Schedule
 from ddpm.jobs import config_validation
@@ -43,6 +43,25 @@ from ddpm.pipelines import generation
 from ddpm.runtime import checkpointing, distributed, replicas, storage, workdir_lock
 from ddpm.training import finetune, train_step
 from ddpm.visualization import grids
+
+
+def write_folder_classes(workdir: str, folder: image_folder.ImageFolder, num_classes: int) -> None:
+  """An image folder's class names, logged and written to workdir/classes.json (label i is
+  classes[i]) for a class-conditional model; a failed write is a warning."""
+  if not num_classes or not folder.class_names:
+    return
+  logging.info("Image folder %s: %d images, classes %s.", folder.root, folder.num_examples,
+               ", ".join(f"{i}={n}" for i, n in enumerate(folder.class_names)))
+  if not distributed.is_main_process():
+    return
+  text = json.dumps({"data_dir": folder.root, "classes": list(folder.class_names),
+                     "counts": np.bincount(folder.labels, minlength=num_classes).tolist()},
+                    indent=2)
+  try:
+    storage.write_atomically(os.path.join(workdir, "classes.json"),
+                             lambda f: f.write(text.encode()))
+  except OSError as e:
+    logging.warning("Could not write %s/classes.json (%s).", workdir, e.strerror or e)
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -109,11 +128,14 @@ class Trainer:
     cls.validate(config)
     input_pipeline.local_batch_size(config.training.batch_size)  # Divisible by devices.
     workdir = prepare_workdir(workdir)
-    builder = input_pipeline.get_builder(config.data)  # Unknown dataset -> error.
+    # Unknown dataset, or an image folder that is empty or holds a bad image -> error.
+    builder = input_pipeline.get_builder(config.data, config.model.num_classes)
     input_pipeline.ensure_prepared(builder, config.data)
     input_pipeline.check_labels(builder, config.data, config.model.num_classes)
     lock = take_workdir_lock(workdir)  # Before any checkpoint is read or written.
     try:
+      if isinstance(builder, image_folder.ImageFolder):
+        write_folder_classes(workdir, builder, config.model.num_classes)
       return cls._restore(config, workdir, lock)
     except BaseException:
       if lock is not None:

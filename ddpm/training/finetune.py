@@ -2,8 +2,9 @@ r"""Fine-tuning: start from another run's checkpoint and train only the chosen p
 
 `config.training.init_from` names a workdir (or its checkpoints/ directory, or one step's
 directory in it) whose checkpoint gives the starting parameters (its EMA parameters with
-`config.training.init_params="ema"`, the default, else its raw parameters); the optimizer
-state and the step start afresh. A run that already has checkpoints of its own resumes from
+`config.training.init_params="ema"`, the default, else its raw parameters), or is a
+.safetensors file of `--mode=export` (`ddpm.pipelines.pretrained`; it holds one set of
+parameters, so init_params does not apply); the optimizer state and the step start afresh. A run that already has checkpoints of its own resumes from
 them instead, so a fine-tuning run survives restarts like any other.
 
 `config.training.trainable` is a comma-separated list of regular expressions searched in each
@@ -25,7 +26,8 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from ddpm.runtime import checkpointing
+from ddpm.pipelines import pretrained
+from ddpm.runtime import checkpointing, weights_file
 
 INIT_PARAMS = ("ema", "params")
 
@@ -99,7 +101,8 @@ def _checkpoints_and_step(path: str) -> tuple[str, int | None]:
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise ValueError(f"config.training.init_from={path} is not a directory; allowed: a workdir "
-                     "of a trained run, its checkpoints/ directory, or a step directory in it.")
+                     "of a trained run, its checkpoints/ directory, a step directory in it, or "
+                     "a .safetensors file of --mode=export.")
   if os.path.isdir(os.path.join(path, "checkpoints")):
     return os.path.join(path, "checkpoints"), None
   base = os.path.basename(path)
@@ -108,13 +111,35 @@ def _checkpoints_and_step(path: str) -> tuple[str, int | None]:
   return path, None
 
 
+def _load_file_params(init_from: str, template, meta: dict):
+  """(parameters, step) of an exported .safetensors file, checked against this model."""
+  try:
+    params, settings = weights_file.load(init_from)
+  except ValueError as e:
+    raise ValueError(f"config.training.init_from: {e}") from None
+  data = settings.get("data", {})
+  image_shape = [data.get("image_size"), data.get("image_size"), data.get("channels")]
+  step = int(settings.get("checkpoint_step", 0))
+  if image_shape != list(meta["image_shape"]):
+    raise ValueError(f"config.training.init_from={init_from} holds a model of {image_shape} "
+                     f"images, this run's are {list(meta['image_shape'])}; allowed: a model of "
+                     "this run's data.image_size and data.channels.")
+  params = pretrained.check_params(params, template, f"config.training.init_from={init_from}")
+  logging.info("Initialized from the %s parameters of step %d in %s.",
+               settings.get("weights", "ema"), step, init_from)
+  return params, step
+
+
 def load_init_params(init_from: str, template, meta: dict, which: str = "ema"):
   """(parameters, step): the parameters (`which`: "ema" or "params") of the checkpoint named
   by `init_from`, in the structure and dtypes of `template` (this model's parameters), checked
-  against its shapes (`meta`, see checkpointing.make_meta) first."""
+  against its shapes (`meta`, see checkpointing.make_meta) first. A .safetensors file (of
+  `--mode=export`) gives the one set of parameters it holds, whatever `which`."""
   if which not in INIT_PARAMS:
     raise ValueError(f"config.training.init_params={which!r} is not allowed; allowed: "
                      f"{', '.join(INIT_PARAMS)}.")
+  if init_from.endswith(weights_file.SUFFIX) or os.path.isfile(init_from):
+    return _load_file_params(init_from, template, meta)
   directory, step = _checkpoints_and_step(init_from)
   manager = ocp.CheckpointManager(directory, item_names=("state", "meta"),
                                   options=ocp.CheckpointManagerOptions(read_only=True))

@@ -84,14 +84,20 @@ def test_bad_edit_values_give_one_line_errors(workdir, edit, match):
   assert "\n" not in str(e.value)
 
 
-def test_png_folder_input(workdir, tmp_path):
+def test_image_folder_input(workdir, tmp_path):
   for i in range(3):
     Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
   c = edit_config(tmp_path)
   c.edit.input = str(tmp_path)
   np.testing.assert_array_equal(editing.load_images(c)[:, 0, 0, 0], [0, 40, 80])
-  Image.fromarray(np.zeros((8, 16), np.uint8)).save(tmp_path / "3.png")
-  match = r"^config.edit.input: 3.png is 8x16, the model's images are 16x16\.$"
+  # An image of another size is fitted as the image folder dataset fits it (config.data.
+  # resize_method: tiny's "resize" takes the centre crop), or named when it cannot be.
+  Image.fromarray(np.full((8, 16), 200, np.uint8)).save(tmp_path / "3.png")
+  c.edit.num_images = 4
+  np.testing.assert_array_equal(editing.load_images(c)[:, 0, 0, 0], [0, 40, 80, 200])
+  c.data.resize_method = "none"
+  match = (r"^config.edit.input: .*/3.png is 16x8, not image_size=16, and "
+           r"data.resize_method='none'; .*; fix or remove it\.$")
   with pytest.raises(ValueError, match=match):
     editing.load_images(c)
 

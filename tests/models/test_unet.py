@@ -30,18 +30,20 @@ def _perturbed(params, seed=0):
 @pytest.mark.parametrize("size,ch_mult,attn", [(28, (1, 2, 2), (7,)), (32, (1, 2, 2, 2), (16, 8))])
 def test_output_shape_zero_init_and_time_dependence(size, ch_mult, attn):
   model = UNet(ch_mult=ch_mult, attn_resolutions=attn, **TINY)
+  # Jitted: one compile per shape instead of hundreds of op-by-op dispatches (CI time).
+  init, apply = jax.jit(model.init), jax.jit(model.apply)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 1))
   t = jnp.array([3, 700])
-  params = model.init(jax.random.PRNGKey(1), x, t)
-  out = model.apply(params, x, t)
+  params = init(jax.random.PRNGKey(1), x, t)
+  out = apply(params, x, t)
   assert out.shape == x.shape and out.dtype == jnp.float32
   assert float(jnp.max(jnp.abs(out))) == 0.0  # Zero-initialized output convolution.
   params = _perturbed(params)
-  a = model.apply(params, x, jnp.array([3, 3]))
-  b = model.apply(params, x, jnp.array([700, 700]))
+  a = apply(params, x, jnp.array([3, 3]))
+  b = apply(params, x, jnp.array([700, 700]))
   assert np.all(np.isfinite(a)) and float(jnp.mean(jnp.abs(a - b))) > 1e-3
   # Examples do not interact (GroupNorm, not BatchNorm): example 0 alone gives the same output.
-  np.testing.assert_allclose(model.apply(params, x[:1], t[:1]), model.apply(params, x, t)[:1],
+  np.testing.assert_allclose(apply(params, x[:1], t[:1]), apply(params, x, t)[:1],
                              rtol=1e-4, atol=1e-5)
 
 

@@ -1,0 +1,63 @@
+"""`--mode=export`: a checkpoint's weights and settings as one portable .safetensors file.
+
+The checkpoint is chosen as for `--mode=sample` (config.sampling.checkpoint_step, use_ema:
+EMA or raw parameters). It is written to config.export.path, or by default to
+`<workdir>/export/model_step<S>_<ema|params>.safetensors`, with the model, diffusion and data
+settings in the file's metadata and in a .json of the same name beside it
+(`ddpm.pipelines.pretrained`). `ddpm.load_pretrained(path)` then rebuilds the model without
+the workdir or config file, and every sampling, evaluation and editing mode reads the file
+with --config.sampling.pretrained=<path>.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from absl import logging
+
+from ddpm.jobs import config_validation, restore
+from ddpm.pipelines import pretrained
+
+
+def validate_export_config(config) -> None:
+  """One-line ValueError for a bad config.export.path."""
+  path = config.export.path
+  if not isinstance(path, str) or (path and not path.endswith(pretrained.SUFFIX)):
+    raise ValueError(f"config.export.path={path!r} must end with {pretrained.SUFFIX} (empty: "
+                     f"<workdir>/export/model_step<S>_<ema|params>{pretrained.SUFFIX}).")
+
+
+@dataclasses.dataclass
+class ExportJob:
+  config: object
+  workdir: str
+  params: object
+  step: int
+
+  @staticmethod
+  def validate(config) -> None:
+    """The config-only checks of `setup`: one-line ValueError for the first bad value."""
+    config_validation.validate_config(config)
+    validate_export_config(config)
+
+  @classmethod
+  def setup(cls, config, workdir: str) -> "ExportJob":
+    """Checks inputs and restores the chosen checkpoint; one-line errors for bad input."""
+    cls.validate(config)
+    return cls(config, *restore.restore_params(config, workdir))
+
+  def default_path(self) -> str:
+    weights = "ema" if self.config.sampling.use_ema else "params"
+    return os.path.join(self.workdir, "export",
+                        f"model_step{self.step}_{weights}{pretrained.SUFFIX}")
+
+  def run(self) -> dict:
+    """Writes the file and its .json; returns {"path", "json", "bytes", "num_params",
+    "settings"} (see `pretrained.save_pretrained`)."""
+    path = os.path.abspath(self.config.export.path or self.default_path())
+    out = pretrained.save_pretrained(path, self.config, self.params, self.step)
+    logging.info("Exported the %s parameters of checkpoint step %d to %s (%.2f MB, %d "
+                 "parameters) and their settings to %s.", out["settings"]["weights"], self.step,
+                 path, out["bytes"] / 1e6, out["num_params"], out["json"])
+    return out
