@@ -33,3 +33,26 @@ import hypothesis  # noqa: E402
 
 hypothesis.settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True)
 hypothesis.settings.load_profile("ci")
+
+# Seconds each of the slowest test files takes on the 2-core CI machine (pytest --durations,
+# summed per file). They run first, longest first, so that with `-n 2 --dist loadfile` the two
+# workers finish together (longest-processing-time-first scheduling): xdist otherwise orders the
+# files by their number of tests, which left one worker idle for minutes at the end.
+SLOW_FILES = {
+    "tests/test_end_to_end.py": 433, "tests/runtime/test_reliability.py": 410,
+    "tests/test_own_data.py": 185, "tests/training/test_finetune.py": 130,
+    "tests/models/test_unet.py": 97, "tests/training/test_train.py": 77,
+    "tests/training/test_mixed_precision.py": 70, "tests/test_notebook.py": 69,
+    "tests/test_multiprocess.py": 68, "tests/diffusion/test_guidance.py": 66,
+}
+
+
+def pytest_configure(config):
+  if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order below.
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+  def seconds(item):
+    return SLOW_FILES.get(pathlib.Path(str(item.fspath)).relative_to(REPO).as_posix(), 0)
+  items.sort(key=lambda item: -seconds(item))  # Stable: each file's tests keep their order.

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 
-from ddpm import configs, jobs
+from ddpm import configs, jobs, main
 from ddpm.data import input_pipeline
 from ddpm.diffusion import schedules
 from ddpm.models import build
@@ -88,7 +88,7 @@ def test_an_rgb_folder_trains_resumes_samples_denoises_and_inpaints(tmp_path):
 def test_cifar10_config_takes_a_folder_and_its_train_step_fits_the_batches(tmp_path):
   """The DDPM paper's CIFAR-10 U-Net (35.7 M parameters) on data that is not CIFAR-10: a folder
   of pictures fitted to 32x32. Compiling and running its train step takes ~3 minutes on 2 cores
-  (experiments/own_data/README.md has that run), so here the step is traced abstractly
+  (measured in experiments/own_data/README.md), so here the step is traced abstractly
   (jax.eval_shape) on a real batch of the folder: shapes, dtypes, the optimizer and the loss."""
   folder = draw_shapes(tmp_path / "shapes", n=16)
   c = _config("cifar10", folder, data__dataset="image_folder", data__resize_method="resize",
@@ -109,16 +109,25 @@ def test_cifar10_config_takes_a_folder_and_its_train_step_fits_the_batches(tmp_p
   assert metrics["loss"].shape == (n,)
 
 
-def test_every_built_in_config_resolves_by_name_and_as_a_file():
+def test_every_built_in_config_resolves_by_name_and_as_a_file(tmp_path):
   names = configs.names()
   assert {"mnist", "tiny", "folder", "folder64", "cifar10", "default"} <= set(names)
   for name in names:
-    assert configs.get(name).to_dict() == configs.get(name).to_dict()
     shim = REPO / "configs" / f"{name}.py"
     assert shim.is_file(), f"configs/{name}.py (the repository's name for the built-in) is missing"
+    # The file the command line loads for configs/<name>.py is the built-in's config.
+    assert main._load_config_file(str(shim)).to_dict() == configs.get(name).to_dict()
   assert configs.resolve("mnist") == configs.path("mnist")
   assert configs.resolve("mnist:abc") == configs.path("mnist") + ":abc"
   assert configs.resolve("configs/mnist.py") == "configs/mnist.py"
+  # A directory named like a built-in (a workdir called mnist) does not hide it.
+  cwd = os.getcwd()
+  os.chdir(tmp_path)
+  try:
+    os.mkdir("mnist")
+    assert configs.resolve("mnist") == configs.path("mnist")
+  finally:
+    os.chdir(cwd)
   with pytest.raises(ValueError, match=r"--config=nope: no such file or built-in config; allowed: "):
     configs.get("nope")
 

@@ -47,7 +47,8 @@ def resolve(spec: str) -> str:
   """A --config argument with a built-in name replaced by its file: `mnist` -> .../mnist.py,
   `mnist:ARG` -> .../mnist.py:ARG; an existing path (or a spelling that is neither) unchanged."""
   base = spec.split(":", 1)[0]
-  if os.path.exists(base) or os.path.exists(spec) or os.sep in base or base.endswith(".py"):
+  # A directory named like a built-in (a workdir called `mnist`) does not hide it.
+  if os.path.isfile(base) or os.path.isfile(spec) or os.sep in base or base.endswith(".py"):
     return spec
   if base in names():
     return path(base) + spec[len(base):]

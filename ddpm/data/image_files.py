@@ -1,5 +1,5 @@
-"""A user's images on disk: an .npz with an `images` array, a folder of PNGs, a PNG mask; and
-the .npz a job writes (atomically).
+"""A user's images on disk: an .npz with an `images` array, a PNG mask; and the .npz a job
+writes (atomically). A folder of images is `ddpm.data.image_folder`.
 
 Every reader returns uint8 arrays of the model's image shape [N, H, W, C] (a mask: float32
 [H, W, 1], 1 = known), and stops with a one-line ValueError naming the file and the config key
@@ -50,29 +50,6 @@ def write_npz_atomically(path: str, **arrays) -> str:
   is either the complete new file or what it was before (never half-written); OSError (full
   disk, ...) leaves no temporary file behind."""
   return storage.write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
-
-
-def read_png_folder(path: str, image_shape, num: int | None = None,
-                    config_key: str = "path") -> np.ndarray:
-  """The first `num` (None: all) .png files of the folder `path`, in name order, as grey (C = 1)
-  or RGB (C = 3) uint8 [N, H, W, C]; each must be H x W."""
-  names = sorted(n for n in os.listdir(path) if n.lower().endswith(".png"))[:num]
-  if not names:
-    raise ValueError(f"{config_key}={path} holds no .png files.")
-  images = []
-  for n in names:
-    try:
-      with Image.open(os.path.join(path, n)) as im:
-        a = np.asarray(im.convert("L" if image_shape[2] == 1 else "RGB"))
-    except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated.
-      raise ValueError(f"{config_key}: {os.path.join(path, n)} is not a readable PNG "
-                       f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
-                       "fix or remove it.") from None
-    if a.shape[:2] != tuple(image_shape[:2]):
-      raise ValueError(f"{config_key}: {n} is {a.shape[0]}x{a.shape[1]}, the model's "
-                       f"images are {image_shape[0]}x{image_shape[1]}.")
-    images.append(a.reshape(image_shape))
-  return np.stack(images)
 
 
 def _image_hw(image_shape) -> tuple[int, int]:

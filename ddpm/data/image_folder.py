@@ -1,10 +1,13 @@
 """A folder of a user's images as a dataset: `--config.data.dataset=image_folder
 --config.data.data_dir=PATH`.
 
-Every file under PATH (recursively) whose name ends in one of `EXTENSIONS` is an example, in the
-order of its path relative to PATH (sorted, so the order, and with it the training stream, is
-the same on every machine). Labels, for class-conditional models, come from the first level of
-subfolders: their sorted names are classes 0..K-1 (`PATH/cat/x.png` is class "cat").
+Every file under PATH (recursively) whose name ends in one of `EXTENSIONS` is an example. The
+examples are ordered by a hash of their path relative to PATH (`example_order`): the same order
+on every machine, a file added or removed leaves the others' order alone, and the classes and
+the dates of `IMG_0001.jpg`-style names are mixed, so that slices such as `train[90%:]` are a
+fair held-out sample and not the tail of the last class folder. Labels, for class-conditional
+models, come from the first level of subfolders: their sorted names are classes 0..K-1
+(`PATH/cat/x.png` is class "cat").
 
 The folder has one split, "train"; tfds' split syntax slices it (`train[:95%]`, `train[-500:]`,
 `train[:10]+train[20:]`, and the per-process slices of `tfds.split_for_jax_process`), resolved by
@@ -13,7 +16,8 @@ tfds' own `ReadInstruction` as for a TFDS dataset.
 Before any training step every image is decoded once (`scan`, in threads, with progress every
 10 s): an unreadable or truncated file stops the run with its name, or is skipped and counted
 (`data.bad_images`), so nothing fails mid-epoch. Decoding uses Pillow (PNG, JPEG, WebP, BMP,
-GIF's first frame), converted to grey (`channels` 1) or RGB (3), then fitted to the square
+GIF's first frame; EXIF orientation applied, 16-bit images scaled to 8 bits, transparency
+composited onto black), converted to grey (`channels` 1) or RGB (3), then fitted to the square
 `image_size` by `fit`:
 
   resize  the shorter side resized to image_size (box-filtered halvings, then bicubic), then the
@@ -22,8 +26,9 @@ GIF's first frame), converted to grey (`channels` 1) or RGB (3), then fitted to 
   pad     the image centred on a black canvas (it must not be larger than image_size);
   none    the image must already be image_size x image_size.
 
-Only the list of files is held in memory; images are read as tf.data asks for them
-(`ddpm.data.input_pipeline`), cached there if `data.cache`.
+The folder is not loaded at once: images are read as tf.data asks for them
+(`ddpm.data.input_pipeline`), and kept there as float32 only if `data.cache` (12 KiB per 32x32
+RGB image; turn it off for a folder larger than the memory).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import time
 
 import numpy as np
 from absl import logging
-from PIL import Image
+from PIL import Image, ImageOps
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 BAD_IMAGE_POLICIES = ("stop", "skip")
@@ -50,16 +55,48 @@ def _reason(e: BaseException) -> str:
 
 
 def list_image_files(root: str) -> list[str]:
-  """The image files under `root` (recursively, symbolic links followed), as paths relative to
-  `root` in sorted order; hidden files and folders (".name") are left out."""
-  found = []
+  """The image files under `root` (recursively, symbolic links followed, each directory once
+  even if links form a cycle), as paths relative to `root` in sorted order; hidden files and
+  folders (".name") are left out."""
+  found, seen = [], set()
   for folder, dirs, files in os.walk(root, followlinks=True):
+    try:
+      st = os.stat(folder)
+      if (st.st_dev, st.st_ino) in seen:  # A link back up the tree: walked already.
+        dirs[:] = []
+        continue
+      seen.add((st.st_dev, st.st_ino))
+    except OSError:
+      continue
     dirs[:] = [d for d in dirs if not d.startswith(".")]
     rel = os.path.relpath(folder, root)
     for name in files:
       if not name.startswith(".") and name.lower().endswith(EXTENSIONS):
         found.append(os.path.normpath(os.path.join(rel, name)))
   return sorted(found)
+
+
+def example_order(files: list[str]) -> list[str]:
+  """`files` in the order of the examples: by the SHA-1 of each relative path (with "/"
+  separators), a fixed pseudo-random order that no machine, locale or file added changes."""
+  return sorted(files, key=lambda f: (hashlib.sha1(f.replace(os.sep, "/").encode()).digest(), f))
+
+
+def _to_8_bit(im: Image.Image, channels: int) -> Image.Image:
+  """`im` as 8-bit grey ("L") or RGB: EXIF orientation applied, 16/32-bit values scaled down
+  (not clipped), transparency composited onto black."""
+  im = ImageOps.exif_transpose(im)
+  if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    a = np.asarray(im, np.float64)
+    a = a / 257.0 if a.max(initial=0) <= 65535 else a / a.max() * 255.0
+    im = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
+  if im.mode == "P":
+    im = im.convert("RGBA")
+  if im.mode in ("RGBA", "LA", "PA"):
+    im = im.convert("RGBA")
+    black = Image.new("RGBA", im.size, (0, 0, 0, 255))
+    im = Image.alpha_composite(black, im)
+  return im.convert("L" if channels == 1 else "RGB")
 
 
 def fit(image: Image.Image, image_size: int, resize_method: str) -> Image.Image:
@@ -100,7 +137,7 @@ def read_image(path: str, channels: int, image_size: int, resize_method: str) ->
   try:
     with Image.open(path) as im:
       im.load()  # Decodes it all: a truncated file fails here, not later.
-      im = im.convert("L" if channels == 1 else "RGB")
+      im = _to_8_bit(im, channels)
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise ValueError(f"{path} is not a readable image ({_reason(e)})") from None
   try:
@@ -114,7 +151,8 @@ def read_image(path: str, channels: int, image_size: int, resize_method: str) ->
 class ImageFolder:
   """The usable images of a folder: `files` relative to `root`, sorted; `labels` int32 (all 0
   without classes); `class_names` the sorted first-level subfolders (empty: unconditional);
-  `skipped` the (file, reason) of every image left out (data.bad_images = "skip")."""
+  `skipped` the (file, reason) of every image left out (data.bad_images = "skip"). `files` are
+  in example order (`example_order`)."""
   root: str
   files: tuple[str, ...]
   labels: np.ndarray
@@ -138,14 +176,24 @@ class ImageFolder:
       instruction = (split if hasattr(split, "to_absolute")
                      else tfds.core.ReadInstruction.from_spec(str(split)))
       ranges = instruction.to_absolute(infos)
-    except (ValueError, KeyError, AssertionError) as e:
+    except (ValueError, KeyError, AssertionError, NotImplementedError) as e:
+      # A per-process split (tfds.split_for_jax_process) names the user's split.
+      name = split if isinstance(split, str) else getattr(split, "split", split)
+      why = "" if "Unknown split" in str(e) else f" ({_reason(e)})"
       raise ValueError(
-          f"split {split!r} of the image folder {self.root}: {_reason(e)}; an image folder has one "
+          f"split {name!r} of the image folder {self.root}{why}: an image folder has one "
           f"split, {SPLIT!r} ({n} images); allowed: {SPLIT!r} or a slice of it such as "
           f"'{SPLIT}[:95%]' / '{SPLIT}[95%:]' (set data.split, data.eval_split, eval.real_split, "
           "eval.reference_split, anomaly.normal_split accordingly).") from None
     return np.concatenate([np.arange(*slice(r.from_, r.to).indices(n)) for r in ranges]
                           ).astype(np.int64)
+
+  def identity(self) -> dict:
+    """What a run trained on this folder depends on: the number of images, a SHA-1 of their
+    paths in example order, the class names (compared when a run resumes)."""
+    digest = hashlib.sha1("\n".join(self.files).encode()).hexdigest()
+    return {"data_dir": self.root, "num_images": self.num_examples, "files_sha1": digest,
+            "classes": list(self.class_names), "skipped": len(self.skipped)}
 
   def paths(self, indices) -> list[str]:
     return [os.path.join(self.root, self.files[i]) for i in indices]
@@ -240,13 +288,18 @@ def fingerprint(root: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _open_cached(root, stamp, channels, image_size, resize_method, bad_images, labelled):
+def _scan_cached(root, stamp, channels, image_size, resize_method, bad_images):
   files = [s[0] for s in stamp]
   good, bad = scan(root, files, channels, image_size, resize_method, bad_images)
-  files = [files[i] for i in good]
+  return [files[i] for i in good], bad
+
+
+def _open(root, stamp, channels, image_size, resize_method, bad_images, labelled):
+  files, bad = _scan_cached(root, stamp, channels, image_size, resize_method, bad_images)
   if not files:
     raise ValueError(f"data.data_dir={root}: none of its {len(bad)} image file(s) can be read "
                      f"(e.g. {bad[0][0]}: {bad[0][1]}).")
+  files = example_order(files)
   labels, names = _labels(files, root, labelled)
   if bad:
     logging.warning("Image folder %s: skipped %d unreadable image(s) of %d (data.bad_images="
@@ -275,7 +328,7 @@ def open_folder(data_config, labelled: bool = False) -> ImageFolder:
   if not files:
     raise ValueError(f"config.data.data_dir={root} holds no image files (looked for "
                      f"{', '.join(EXTENSIONS)} in it and its subfolders).")
-  folder = _open_cached(root, _stamp(root, files), int(data_config.channels),
+  folder = _open(root, _stamp(root, files), int(data_config.channels),
                         int(data_config.image_size), data_config.resize_method, policy,
                         bool(labelled))
   return folder

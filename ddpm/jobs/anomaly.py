@@ -39,6 +39,8 @@ def _load(config, spec: str, split: str, num: int, shape) -> np.ndarray:
                                           "config.anomaly.anomalous")
   c = config.copy_and_resolve_references()
   with c.unlocked():
+    if c.data.dataset == input_pipeline.IMAGE_FOLDER and spec != c.data.dataset:
+      c.data.data_dir = ""  # The folder is not a TFDS data dir: $TFDS_DATA_DIR or the default.
     c.data.dataset = spec
   images, _ = input_pipeline.load_split_uint8(c, split, num)
   return images

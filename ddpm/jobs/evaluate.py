@@ -74,6 +74,10 @@ class EvalJob:
     ev = config.eval
     wanted = tuple(m.strip() for m in ev.metrics.split(",") if m.strip())
     extractor = features.extractor_for(config) if "samples" in wanted else None
+    if config.data.dataset == input_pipeline.IMAGE_FOLDER:  # Bad folder or split: fail now.
+      folder = input_pipeline.get_builder(config.data, config.model.num_classes)
+      for split in (ev.reference_split, ev.real_split, config.data.eval_split):
+        folder.indices(split)
     samples = None
     if "samples" in wanted and ev.samples_npz:  # Read here: a bad file fails before any work.
       if os.path.isdir(ev.samples_npz):  # A folder of generated images (any sampler's).

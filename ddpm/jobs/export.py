@@ -12,6 +12,7 @@ with --config.sampling.pretrained=<path>.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 from absl import logging
@@ -26,6 +27,36 @@ def validate_export_config(config) -> None:
   if not isinstance(path, str) or (path and not path.endswith(pretrained.SUFFIX)):
     raise ValueError(f"config.export.path={path!r} must end with {pretrained.SUFFIX} (empty: "
                      f"<workdir>/export/model_step<S>_<ema|params>{pretrained.SUFFIX}).")
+
+
+def _plain(value):
+  """JSON's view of a config value: tuples as lists."""
+  return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def check_training_config(config, workdir: str) -> None:
+  """The model and diffusion settings that go into the file must be those the run trained
+  with (workdir/config.json): the parameters' shapes are checked on restore, but a different
+  prediction type, schedule or head count would fit them and write a file that samples
+  garbage. One-line ValueError naming the first key that differs; no config.json: a warning."""
+  if config.sampling.get("pretrained", ""):
+    return
+  path = os.path.join(os.path.abspath(workdir), "config.json")
+  try:
+    with open(path) as f:
+      trained = json.load(f)
+  except (OSError, ValueError):
+    logging.warning("No readable %s: the exported settings are this command's config, not "
+                    "checked against the training run's.", path)
+    return
+  for section in ("model", "diffusion"):
+    for key in config[section].keys():
+      if key in trained.get(section, {}) and _plain(trained[section][key]) != _plain(
+          config[section][key]):
+        raise ValueError(
+            f"config.{section}.{key}={config[section][key]!r} but the run in {workdir} trained "
+            f"with {trained[section][key]!r} ({path}); pass the training run's config (or "
+            f"--config.{section}.{key}=...) so that the file describes its weights.")
 
 
 @dataclasses.dataclass
@@ -45,6 +76,7 @@ class ExportJob:
   def setup(cls, config, workdir: str) -> "ExportJob":
     """Checks inputs and restores the chosen checkpoint; one-line errors for bad input."""
     cls.validate(config)
+    check_training_config(config, workdir)
     return cls(config, *restore.restore_params(config, workdir))
 
   def default_path(self) -> str:

@@ -45,23 +45,53 @@ from ddpm.training import finetune, train_step
 from ddpm.visualization import grids
 
 
-def write_folder_classes(workdir: str, folder: image_folder.ImageFolder, num_classes: int) -> None:
-  """An image folder's class names, logged and written to workdir/classes.json (label i is
-  classes[i]) for a class-conditional model; a failed write is a warning."""
-  if not num_classes or not folder.class_names:
-    return
-  logging.info("Image folder %s: %d images, classes %s.", folder.root, folder.num_examples,
-               ", ".join(f"{i}={n}" for i, n in enumerate(folder.class_names)))
+FOLDER_MANIFEST = "image_folder.json"
+
+
+def check_folder(workdir: str, folder: image_folder.ImageFolder, num_classes: int) -> None:
+  """An image folder's identity (`ImageFolder.identity`: image count, a hash of the files,
+  class names) checked and written to workdir/image_folder.json.
+
+  Every process must see the same folder (else one-line ValueError on all of them, before any
+  data is read); a run resumed on a folder whose class names changed stops (its labels would
+  change meaning); one whose files changed goes on with a warning (its data order, and the
+  held-out slices, are no longer those of an uninterrupted run). Class names are logged.
+  """
+  identity = folder.identity()
+  if jax.process_count() > 1:
+    mine = np.frombuffer(bytes.fromhex(identity["files_sha1"][:16]), np.int32)
+    try:
+      multihost_utils.assert_equal(mine, "image folder differs between processes")
+    except AssertionError:
+      raise ValueError(f"the processes see different image folders at {folder.root} (this one: "
+                       f"{folder.num_examples} images); every host needs the same files at the "
+                       "same path.") from None
+  if num_classes and folder.class_names:
+    logging.info("Image folder %s: %d images, classes %s.", folder.root, folder.num_examples,
+                 ", ".join(f"{i}={n}" for i, n in enumerate(folder.class_names)))
+  path = os.path.join(workdir, FOLDER_MANIFEST)
+  try:
+    with open(path) as f:
+      before = json.load(f)
+  except (OSError, ValueError):
+    before = None
+  if before and num_classes and before.get("classes") != identity["classes"]:
+    raise ValueError(f"the image folder's classes changed since this workdir's run started "
+                     f"({before.get('classes')} then, {identity['classes']} now, "
+                     f"{path}); its labels would change meaning: restore the folder or use "
+                     "another --workdir.")
+  if before and before.get("files_sha1") != identity["files_sha1"]:
+    logging.warning("The image folder %s changed since this workdir's last run (%s images then, "
+                    "%d now): a resumed run no longer reads what an uninterrupted one would.",
+                    folder.root, before.get("num_images"), folder.num_examples)
   if not distributed.is_main_process():
     return
-  text = json.dumps({"data_dir": folder.root, "classes": list(folder.class_names),
-                     "counts": np.bincount(folder.labels, minlength=num_classes).tolist()},
-                    indent=2)
+  identity["counts"] = np.bincount(folder.labels, minlength=max(1, num_classes)).tolist()
+  text = json.dumps(identity, indent=2)
   try:
-    storage.write_atomically(os.path.join(workdir, "classes.json"),
-                             lambda f: f.write(text.encode()))
+    storage.write_atomically(path, lambda f: f.write(text.encode()))
   except OSError as e:
-    logging.warning("Could not write %s/classes.json (%s).", workdir, e.strerror or e)
+    logging.warning("Could not write %s (%s).", path, e.strerror or e)
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -135,7 +165,7 @@ class Trainer:
     lock = take_workdir_lock(workdir)  # Before any checkpoint is read or written.
     try:
       if isinstance(builder, image_folder.ImageFolder):
-        write_folder_classes(workdir, builder, config.model.num_classes)
+        check_folder(workdir, builder, config.model.num_classes)
       return cls._restore(config, workdir, lock)
     except BaseException:
       if lock is not None:

@@ -5,9 +5,11 @@ in the file's metadata (`ddpm.runtime.weights_file`) and the same settings as a 
 it; `load_pretrained` rebuilds everything sampling needs from the file alone:
 
     p = ddpm.load_pretrained("model_step20000_ema.safetensors")
-    out = ddpm.sample("ddim", p.denoise_fn(), p.schedule, jax.random.PRNGKey(0),
-                      (16,) + p.image_shape, num_steps=50)
     images, _ = ddpm.draw(p.config, p.params, 16)  # The exporting run's sampler settings.
+    # ddpm.sample directly: pass the model's prediction type (eps, x0 or v) with the sampler.
+    out = ddpm.sample("ddim", p.denoise_fn(), p.schedule, jax.random.PRNGKey(0),
+                      (16,) + p.image_shape, num_steps=50,
+                      prediction_type=p.config.diffusion.prediction_type).samples
 
 The settings (a JSON object):
 
@@ -106,6 +108,9 @@ def config_with_settings(config, settings: dict, source: str = "the settings"):
   lack (a file of an older version) keep this config's values; one-line ValueError for a key
   this config lacks or a value of the wrong type. `source` names the settings in errors."""
   config = config.copy_and_resolve_references()
+  if (config.data.dataset == "image_folder" and
+      settings["data"].get("dataset", "image_folder") != "image_folder"):
+    config.data.data_dir = ""  # A folder is no TFDS data dir for the file's TFDS dataset.
   for section, key, value in _replaced(settings, source):
     if key not in config[section]:
       raise ValueError(f"{source}: its settings have {section}.{key}, which this version of ddpm "

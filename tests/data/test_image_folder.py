@@ -2,6 +2,7 @@
 stream (shapes, epochs, exact resume, per-process slices), and every bad folder's one line."""
 
 import itertools
+import json
 import logging as std_logging
 import os
 
@@ -28,7 +29,7 @@ def make_folder(root, n=40, classes=("cat", "dog"), size=(20, 24), rgb=True, see
   exts = ("png", "jpg", "webp", "bmp")
   for i in range(n):
     h, w = size if i % 3 else (size[1] + 8, size[0])  # Mixed sizes and orientations.
-    value = 5 * i + 3
+    value = (5 * i + 3) % 256
     shape = (h, w, 3) if rgb else (h, w)
     a = np.full(shape, value, np.uint8)
     if rgb:
@@ -127,8 +128,10 @@ def test_stream_shapes_labels_epochs_and_exact_resume(tmp_path):
   labels = np.concatenate([x["label"].ravel() for x in batches])
   assert sorted(index[:40]) == sorted(index[40:80]) == list(range(40))
   assert not np.array_equal(index[:40], index[40:80])  # Reshuffled each epoch.
-  # Labels are the sorted subfolders: image i is in classes[i % 2] (cat = 0, dog = 1).
-  files = image_folder.list_image_files(root)
+  # Labels are the sorted subfolders: image i is in classes[i % 2] (cat = 0, dog = 1); the
+  # examples are the files in example order.
+  files = input_pipeline.get_builder(c.data, 2).files
+  assert list(files) == image_folder.example_order(image_folder.list_image_files(root))
   expect = np.asarray([0 if f.startswith("cat") else 1 for f in files])
   np.testing.assert_array_equal(labels, expect[index])
   # Red channel = 5 i + 3 of the original image (JPEG/WebP at quality 100: within a few levels).
@@ -147,7 +150,8 @@ def test_grey_folder_and_load_split_uint8_of_a_slice(tmp_path):
   c = folder_config(root, channels=1)
   images, labels = input_pipeline.load_split_uint8(c, "train[8:]")
   assert images.shape == (2, 16, 16, 1) and images.dtype == np.uint8
-  np.testing.assert_array_equal(images[:, 0, 0, 0], [5 * 8 + 3, 5 * 9 + 3])
+  last_two = [int(f[3:6]) for f in input_pipeline.get_builder(c.data).files[8:]]
+  np.testing.assert_array_equal(images[:, 0, 0, 0], [5 * i + 3 for i in last_two])
   np.testing.assert_array_equal(labels, [0, 0])
 
 
@@ -243,3 +247,74 @@ def test_fingerprint_changes_with_the_files(tmp_path):
   assert image_folder.fingerprint(root) == first
   _save(os.path.join(root, "new.png"), np.zeros((4, 4)))
   assert image_folder.fingerprint(root) != first
+
+
+@given(names=st.sets(st.from_regex(r"[a-z]{1,3}/[a-z0-9]{1,6}\.png", fullmatch=True), max_size=30),
+       drop=st.integers(0, 29))
+def test_example_order_is_a_fixed_shuffle_that_other_files_do_not_change(names, drop):
+  names = sorted(names)
+  order = image_folder.example_order(names)
+  assert sorted(order) == names and image_folder.example_order(order[::-1]) == order
+  if names:  # Removing (or adding) a file leaves the order of the others as it was.
+    gone = names[drop % len(names)]
+    assert image_folder.example_order([n for n in names if n != gone]) == [
+        n for n in order if n != gone]
+
+
+def test_held_out_slice_mixes_the_classes(tmp_path):
+  root = make_folder(str(tmp_path / "f"), n=60, classes=("a", "b", "c"), size=(8, 8))
+  folder = image_folder.open_folder(folder_config(root, image_size=8).data, labelled=True)
+  held_out = folder.labels[folder.indices("train[80%:]")]
+  assert len(set(held_out.tolist())) == 3  # Sorted paths would hold out only class "c".
+
+
+def test_orientation_bit_depth_and_transparency(tmp_path):
+  # EXIF orientation 6 (rotate 90 clockwise to view): a 4x2 stored image is seen as 2x4.
+  a = np.zeros((2, 4, 3), np.uint8)
+  a[:, 0] = 255  # Left column white as stored.
+  im = Image.fromarray(a)
+  exif = im.getexif()
+  exif[0x0112] = 6
+  im.save(tmp_path / "rot.jpg", exif=exif, quality=100)
+  seen = image_folder.read_image(str(tmp_path / "rot.jpg"), 3, 4, "pad")
+  assert seen[0, 1:3].mean() > 200 and seen[3, 1:3].mean() < 50  # White on top now.
+  # 16 bits: 0..65535 scaled to 0..255, not clipped at 255.
+  ramp = (np.arange(16, dtype=np.uint16).reshape(4, 4) * 4369)
+  Image.fromarray(ramp).save(tmp_path / "deep.png")
+  got = image_folder.read_image(str(tmp_path / "deep.png"), 1, 4, "none")[..., 0]
+  np.testing.assert_array_equal(got, np.round(ramp / 257.0).astype(np.uint8))
+  # Transparent pixels are black, whatever colour they carry.
+  rgba = np.zeros((4, 4, 4), np.uint8)
+  rgba[..., :3] = 200
+  rgba[:2, :, 3] = 255
+  Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+  got = image_folder.read_image(str(tmp_path / "alpha.png"), 3, 4, "none")
+  assert np.all(got[:2] == 200) and np.all(got[2:] == 0)
+
+
+def test_a_symlink_cycle_is_walked_once(tmp_path):
+  root = make_folder(str(tmp_path / "f"), n=3, classes=("a",), size=(8, 8))
+  os.symlink(root, os.path.join(root, "a", "loop"))
+  assert len(image_folder.list_image_files(root)) == 3
+
+
+def test_a_resumed_run_checks_its_folder(tmp_path, caplog):
+  from ddpm.jobs import train as train_job
+  root = make_folder(str(tmp_path / "f"), n=6, classes=("a", "b"), size=(8, 8))
+  workdir = str(tmp_path / "w")
+  os.makedirs(workdir)
+  c = folder_config(root, image_size=8)
+  folder = image_folder.open_folder(c.data, labelled=True)
+  train_job.check_folder(workdir, folder, 2)
+  manifest = json.load(open(os.path.join(workdir, "image_folder.json")))
+  assert manifest["num_images"] == 6 and manifest["classes"] == ["a", "b"]
+  assert manifest["counts"] == [3, 3]
+  train_job.check_folder(workdir, folder, 2)  # Unchanged: nothing to say.
+  _save(os.path.join(root, "a", "new.png"), np.zeros((8, 8, 3)))
+  with caplog.at_level(std_logging.WARNING):
+    train_job.check_folder(workdir, image_folder.open_folder(c.data, labelled=True), 2)
+  assert "changed since this workdir's last run (6 images then, 7 now)" in caplog.text
+  os.rename(os.path.join(root, "b"), os.path.join(root, "c"))
+  _one_line_error(r"the image folder's classes changed since this workdir's run started "
+                  r"\(\['a', 'b'\] then, \['a', 'c'\] now", train_job.check_folder, workdir,
+                  image_folder.open_folder(c.data, labelled=True), 2)
