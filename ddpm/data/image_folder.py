@@ -44,6 +44,7 @@ import numpy as np
 from absl import logging
 from PIL import Image, ImageOps
 
+DATASET = "image_folder"  # The config.data.dataset of a folder.
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 BAD_IMAGE_POLICIES = ("stop", "skip")
 SPLIT = "train"  # The one split of a folder.

@@ -67,7 +67,7 @@ def data_dir_from_config(data_config) -> str | None:
   return data_config.get("data_dir") or os.environ.get("TFDS_DATA_DIR") or None
 
 
-IMAGE_FOLDER = "image_folder"  # config.data.dataset of a folder of the user's images.
+IMAGE_FOLDER = image_folder.DATASET  # config.data.dataset of a folder of the user's images.
 
 
 def get_builder(data_config, num_classes: int = 0):

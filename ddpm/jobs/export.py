@@ -29,11 +29,6 @@ def validate_export_config(config) -> None:
                      f"<workdir>/export/model_step<S>_<ema|params>{pretrained.SUFFIX}).")
 
 
-def _plain(value):
-  """JSON's view of a config value: tuples as lists."""
-  return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
 def check_training_config(config, workdir: str) -> None:
   """The model and diffusion settings that go into the file must be those the run trained
   with (workdir/config.json): the parameters' shapes are checked on restore, but a different
@@ -51,8 +46,8 @@ def check_training_config(config, workdir: str) -> None:
     return
   for section in ("model", "diffusion"):
     for key in config[section].keys():
-      if key in trained.get(section, {}) and _plain(trained[section][key]) != _plain(
-          config[section][key]):
+      if key in trained.get(section, {}) and pretrained.jsonable(
+          trained[section][key]) != pretrained.jsonable(config[section][key]):
         raise ValueError(
             f"config.{section}.{key}={config[section][key]!r} but the run in {workdir} trained "
             f"with {trained[section][key]!r} ({path}); pass the training run's config (or "

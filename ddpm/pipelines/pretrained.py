@@ -40,6 +40,7 @@ from ddpm.diffusion import schedules
 from ddpm.diffusion.schedules import Schedule
 from ddpm.models import build
 from ddpm.pipelines import denoiser
+from ddpm.data import image_folder
 from ddpm.runtime import checkpointing, storage, weights_file
 
 SECTIONS = ("model", "diffusion")  # Replaced whole.
@@ -50,8 +51,9 @@ WEIGHTS = ("ema", "params")
 SUFFIX = weights_file.SUFFIX
 
 
-def _jsonable(value):
-  """`value` as JSON gives it back (tuples become lists), for comparisons with a file's."""
+def jsonable(value):
+  """`value` as JSON gives it back (tuples become lists), for comparisons with a file's (or
+  a run's config.json)."""
   return json.loads(json.dumps(value))
 
 
@@ -64,7 +66,7 @@ def settings_of(config, step: int = 0) -> dict:
   """The settings exported with `config`'s weights of training step `step` (see the module
   docstring), as a JSON-ready dict: tuples are lists."""
   sampling = {k: v for k, v in config.sampling.to_dict().items() if k not in SOURCE_KEYS}
-  return _jsonable({
+  return jsonable({
       "model": config.model.to_dict(),
       "diffusion": config.diffusion.to_dict(),
       "data": {k: config.data[k] for k in DATA_KEYS},
@@ -108,8 +110,8 @@ def config_with_settings(config, settings: dict, source: str = "the settings"):
   lack (a file of an older version) keep this config's values; one-line ValueError for a key
   this config lacks or a value of the wrong type. `source` names the settings in errors."""
   config = config.copy_and_resolve_references()
-  if (config.data.dataset == "image_folder" and
-      settings["data"].get("dataset", "image_folder") != "image_folder"):
+  folder = image_folder.DATASET
+  if config.data.dataset == folder and settings["data"].get("dataset", folder) != folder:
     config.data.data_dir = ""  # A folder is no TFDS data dir for the file's TFDS dataset.
   for section, key, value in _replaced(settings, source):
     if key not in config[section]:
@@ -176,7 +178,7 @@ def load_params(path: str, config) -> tuple[object, dict]:
   source = f"config.sampling.pretrained={path}"
   params, settings = weights_file.load(path)
   for section, key, value in _replaced(settings, source):
-    mine = _jsonable(config[section].get(key)) if key in config[section] else "missing"
+    mine = jsonable(config[section].get(key)) if key in config[section] else "missing"
     if mine != value:
       raise ValueError(f"{source} was exported with {section}.{key}={value!r}, but config."
                        f"{section}.{key}={mine!r}; set the job up with ddpm.jobs.setup_job (it "

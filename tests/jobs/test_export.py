@@ -2,6 +2,7 @@
 reading the file through config.sampling.pretrained instead of a workdir's checkpoints."""
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -246,3 +247,22 @@ def test_settings_of_an_unknown_key_or_without_a_model_are_one_line_errors():
   with pytest.raises(ValueError, match=r"its settings have model.ch='wide', which config.model.ch "
                                        r"cannot take"):
     pretrained.config_with_settings(c, s, "f.safetensors")
+
+
+def test_export_refuses_settings_the_run_did_not_train_with(run, tmp_path):
+  # A run's config.json says how its weights were trained; a command-line config that differs
+  # in a setting the shapes do not show (the prediction type) would write a file describing
+  # other weights: one line naming the key. Without config.json, export goes on (a warning).
+  workdir, _, _ = run
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  trained = sample_config()
+  (copy / "config.json").write_text(trained.to_json_best_effort())
+  export_job.check_training_config(trained, str(copy))  # The same settings: fine.
+  other = sample_config()
+  other.diffusion.prediction_type = "v"
+  with pytest.raises(ValueError, match=r"^config.diffusion.prediction_type='v' but the run in "
+                                       r".* trained with 'eps' .*config.json") as e:
+    jobs.setup_job("export", other, str(copy))
+  assert "\n" not in str(e.value)
+  export_job.check_training_config(other, str(workdir))  # No config.json there.
