@@ -185,7 +185,8 @@ def sampling_timesteps(num_timesteps: int, num_steps: int, spacing: str = "unifo
     details form (DDIM's CIFAR-10 choice, Song et al. 2021, App. D.2), ending at T - 1 like
     "trailing": DDIM's own end at 0.8 T would start sampling from x_T ~ N(0, I) at a step that
     is still far from pure noise under some schedules (alpha_bar_800 = 0.093 for the cosine
-    schedule, 0.0016 for the linear one). Where rounding would repeat a small step, t_i = i.
+    schedule, 0.0016 for the linear one). Where rounding would repeat a small step, t_i = i;
+    S = 1 gives the single step T - 1.
   """
   T, S = int(num_timesteps), int(num_steps)
   if not 1 <= S <= T:
