@@ -3,7 +3,7 @@ works wherever ddpm is installed, and the repository's `configs/<name>.py` name 
 
   default                the DDPM paper's CIFAR-10 hyperparameters; every key a run can set
   cifar10                CIFAR-10 (Ho et al. 2020), an accelerator config (35.7 M parameters)
-  mnist                  MNIST, 1.1 M parameters, the README's CPU run
+  mnist                  MNIST, 0.97 M parameters, the README's CPU run
   mnist_conditional      class-conditional MNIST with classifier-free guidance
   fashion_mnist          Fashion-MNIST with the MNIST recipe
   fashion_mnist_finetune fine-tuning the conditional MNIST model on Fashion-MNIST, layers frozen
