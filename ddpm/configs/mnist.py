@@ -3,19 +3,19 @@
 A 0.97 M-parameter U-Net (ch 16, ch_mult (1, 4, 4): 16 channels at 28x28, 64 at 14 and 7,
 GroupNorm with 8 groups, one residual block per level, attention at 7x7; the 28x28 level was
 most of the FLOPs: halving it runs ~1.35x the steps per minute at the same loss per step),
-the paper's linear betas over T = 1000, v-prediction (Salimans & Ho 2022)
-with Min-SNR-5 loss weights (Hang et al. 2023), Adam at 2e-3 (a small model tolerates a
-far larger rate than the paper's 2e-4) with 200 warm-up steps, batch 64, EMA 0.999 with
-warm-up, 3500 steps (3.7 epochs). Grids and --mode=sample use EDM's Heun sampler with 10
-trailing steps (19 network evaluations).
+the paper's linear betas over T = 1000, v-prediction (Salimans & Ho 2022) with Min-SNR-5 loss
+weights (Hang et al. 2023), Adam at 2e-3 (a small model tolerates a far larger rate than the
+paper's 2e-4) with 200 warm-up steps, batch 64, EMA 0.999 with warm-up, 3500 steps (3.7
+epochs). Grids and --mode=sample use EDM's Heun sampler with 10 trailing steps (19 network
+evaluations).
 
 Measured on this 2-core CPU (experiments/quality/README.md has the commands, RESULTS.md every
 run): 3640 steps in 45 minutes; its Heun-10 samples score FID 38.5, precision 0.64, recall 0.90
 (N = 10,000, the project's classifier features against the train split; 10,000 real test
-images: 0.83). The same recipe with the ch-32 (1, 2, 2) U-Net ran 2521 steps: FID 50.2. The previous
-recipe (eps prediction, L_simple, Adam at 1e-3), trained for the
-same 45 minutes on the same machine (2715 steps), scores FID 84.1 with speckled backgrounds.
-The backgrounds are now clean; many strokes are still broken: far from real digits yet.
+images: 0.83). The same recipe with the ch-32 (1, 2, 2) U-Net ran 2521 steps in the same
+minutes: FID 50.2. The previous recipe (eps prediction, L_simple, Adam at 1e-3, ch-32 U-Net),
+2715 steps in the same minutes, scores FID 84.1 with speckled backgrounds. The backgrounds
+are now clean; many strokes are still broken: far from real digits yet.
 """
 
 from ddpm.configs import default as default_lib
