@@ -158,7 +158,9 @@ def test_the_wheel_installs_outside_the_repository_with_its_configs_and_console_
   assert out.returncode == 0, out.stderr[-2000:]
   where, channels = json.loads(out.stdout.strip().splitlines()[-1])
   assert where.startswith(str(venv)), where  # The wheel's copy, not the checkout.
-  assert channels["mnist"] == 32 and channels["folder64"] == 32 and len(channels) >= 10
+  # The wheel's built-in configs are the checkout's, every one of them.
+  assert channels == {n: configs.get(n).model.ch for n in configs.names()}, channels
+  assert len(channels) >= 10 and {"mnist", "folder64", "tiny"} <= set(channels), channels
   # The console script: a built-in config by name, the mode as its first word, a bad key's
   # one-line error (exit 2) before any JAX work.
   run = subprocess.run([str(script), "sample", "--config=tiny", f"--workdir={tmp_path / 'w'}",
