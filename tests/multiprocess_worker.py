@@ -1,5 +1,6 @@
 """One process of tests/test_multiprocess.py: `python -m ddpm.main` exactly (flags, distributed
-initialization, training), observed from outside.
+initialization, training), observed from outside; with glibc's malloc (the command line's
+re-execution under tcmalloc, ddpm.runtime.allocator, applies to `python -m ddpm.main` itself).
 
 Two wrappers record, without changing anything, what the test cannot see in the workdir: the
 example indices this process's input pipeline fed to training, and the final state it held.

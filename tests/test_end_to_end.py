@@ -12,15 +12,19 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
+from ddpm.runtime import allocator, xla_flags
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
     not (pathlib.Path(os.environ.get("TFDS_DATA_DIR", "/nonexistent")) / "mnist").is_dir(),
     reason="needs the prepared MNIST in TFDS_DATA_DIR")
 
 
-def ddpm(workdir, *args):
+def ddpm(workdir, *args, env=None):
   cmd = [sys.executable, "-m", "ddpm.main", "--config=configs/tiny.py", f"--workdir={workdir}", *args]
-  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  if env is not None:  # Changes to this environment; None removes a variable.
+    env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
 
 
 def params_at(workdir, step):
@@ -58,9 +62,16 @@ def test_restart_resumes_exactly_where_an_uninterrupted_run_would_be(trained, tm
   workdir, _, second = trained
   assert "from step 20" in second.stderr
   assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [20, 30]  # Keep 2.
+  # Uninterrupted, and with glibc's malloc where the others ran under tcmalloc (when this
+  # machine has it, ddpm.runtime.allocator): neither a restart nor the allocator changes a bit.
   straight = ddpm(tmp_path, "--config.training.num_train_steps=30",
-                  "--config.training.sample_every_steps=0")
+                  "--config.training.sample_every_steps=0",
+                  env={"DDPM_NO_TCMALLOC": "1", "LD_PRELOAD": None})
   assert straight.returncode == 0, straight.stderr[-3000:]
+  assert "Memory allocator: " not in straight.stderr
+  if allocator.preload_env(os.environ, allocator.find_tcmalloc(), sys.platform,
+                          xla_flags.accelerator_installed()) is not None:  # Then it ran under it.
+    assert "Memory allocator: " in second.stderr and "tcmalloc" in second.stderr, second.stderr[-2000:]
   a, b = params_at(workdir, 30), params_at(tmp_path, 30)
   flat_a, flat_b = ocp.tree.to_flat_dict(a), ocp.tree.to_flat_dict(b)
   assert flat_a.keys() == flat_b.keys()
