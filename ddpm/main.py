@@ -40,7 +40,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ddpm import configs
-from ddpm.runtime import allocator, distributed, storage
+from ddpm.runtime import allocator, distributed, storage, xla_flags
 
 FLAGS = flags.FLAGS
 
@@ -239,7 +239,7 @@ def main(argv):
   quiet_logging()
   for note in _ALLOCATOR_NOTE:
     logging.info("%s", note)
-  if os.environ.get(allocator.REEXEC_MARK_ENV, "") not in ("", "0"):
+  if xla_flags.is_set(os.environ, allocator.REEXEC_MARK_ENV):
     mapped = allocator.running_allocator()
     if mapped:
       logging.info("Memory allocator: %s (LD_PRELOAD; DDPM_NO_TCMALLOC=1 runs with glibc's).",

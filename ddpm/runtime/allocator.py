@@ -56,10 +56,6 @@ def find_tcmalloc(dirs: Sequence[str] = LIBRARY_DIRS,
   return None
 
 
-def _opted_out(environ: Mapping[str, str]) -> bool:
-  return any(environ.get(k, "") not in ("", "0") for k in (OPT_OUT_ENV, ALL_CPU_LEVERS_OPT_OUT_ENV))
-
-
 def preload_env(environ: Mapping[str, str], library: str | None, platform: str,
                 accelerator_installed: bool) -> dict[str, str] | None:
   """The environment to re-execute with under `library`, or None to run as is (pure).
@@ -69,14 +65,11 @@ def preload_env(environ: Mapping[str, str], library: str | None, platform: str,
   "cpu"), when LD_PRELOAD is already set, or when this process is the re-executed one.
   Otherwise a copy of `environ` with LD_PRELOAD=`library` and the re-execution mark set.
   """
-  if not platform.startswith("linux") or library is None or _opted_out(environ):
-    return None
-  if environ.get(REEXEC_MARK_ENV, "") not in ("", "0") or environ.get("LD_PRELOAD", "").strip():
-    return None
-  platforms = [p.strip() for p in environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
-  if platforms and "cpu" not in platforms:
-    return None
-  if accelerator_installed and platforms != ["cpu"]:
+  if (not platform.startswith("linux") or library is None
+      or any(xla_flags.is_set(environ, k)
+             for k in (OPT_OUT_ENV, ALL_CPU_LEVERS_OPT_OUT_ENV, REEXEC_MARK_ENV))
+      or environ.get("LD_PRELOAD", "").strip()
+      or not xla_flags.jax_runs_on_cpu(environ, accelerator_installed)):
     return None
   return {**_QUIET_LARGE_ALLOCS, **environ, "LD_PRELOAD": library, REEXEC_MARK_ENV: "1"}
 
@@ -127,15 +120,16 @@ def reexec_under_tcmalloc() -> str | None:
                              bool(sys.flags.inspect)):
     return None
   library = find_tcmalloc()
-  accelerator = xla_flags.accelerator_installed()
-  env = preload_env(os.environ, library, sys.platform, accelerator)
-  if env is not None:
-    _flush(sys.stdout, sys.stderr)
-    try:
-      os.execve(sys.executable, list(sys.orig_argv), env)
-    except OSError as e:
-      return f"Could not re-execute under {library} ({e}); running with glibc's malloc."
-  if library is None and preload_env(os.environ, "tcmalloc", sys.platform, accelerator):
+  # With a stand-in name when none is installed: would it apply if one were?
+  env = preload_env(os.environ, library or "tcmalloc", sys.platform,
+                    xla_flags.accelerator_installed())
+  if env is None:
+    return None
+  if library is None:
     return ("No tcmalloc library found: on CPU, training runs ~1.27x faster under it "
             "(Debian/Ubuntu: apt install libtcmalloc-minimal4); DDPM_NO_TCMALLOC=1 silences this.")
-  return None
+  _flush(sys.stdout, sys.stderr)
+  try:
+    os.execve(sys.executable, list(sys.orig_argv), env)
+  except OSError as e:
+    return f"Could not re-execute under {library} ({e}); running with glibc's malloc."

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 # name -> value of the flags ddpm adds for the CPU backend.
 CPU_FLAGS: dict[str, str] = {"xla_cpu_experimental_ynn_fusion_type": "dot"}
@@ -42,6 +42,20 @@ def _backends_initialized() -> bool:
     return False
 
 
+def is_set(environ: Mapping[str, str], name: str) -> bool:
+  """Whether the switch `name` is on: set to anything but "" or "0"."""
+  return environ.get(name, "") not in ("", "0")
+
+
+def jax_runs_on_cpu(environ: Mapping[str, str], accelerator_installed: bool) -> bool:
+  """Whether JAX will compute on the CPU: JAX_PLATFORMS empty or naming "cpu", and, when an
+  accelerator plugin is installed, JAX_PLATFORMS restricting JAX to the CPU alone."""
+  platforms = [p.strip() for p in environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+  if platforms and "cpu" not in platforms:
+    return False
+  return not accelerator_installed or platforms == ["cpu"]
+
+
 def cpu_flags_to_add(environ: MutableMapping[str, str],
                      accelerator_installed: bool) -> list[str]:
   """The `--name=value` flags of CPU_FLAGS that XLA_FLAGS should gain (pure; no side effects).
@@ -51,12 +65,7 @@ def cpu_flags_to_add(environ: MutableMapping[str, str],
   JAX_PLATFORMS does not restrict JAX to the CPU; otherwise each flag whose name XLA_FLAGS does
   not already mention.
   """
-  if environ.get(OPT_OUT_ENV, "") not in ("", "0"):
-    return []
-  platforms = [p.strip() for p in environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
-  if platforms and "cpu" not in platforms:
-    return []
-  if accelerator_installed and platforms != ["cpu"]:
+  if is_set(environ, OPT_OUT_ENV) or not jax_runs_on_cpu(environ, accelerator_installed):
     return []
   current = environ.get("XLA_FLAGS", "")
   return [f"--{name}={value}" for name, value in CPU_FLAGS.items() if name not in current]
