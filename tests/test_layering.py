@@ -22,14 +22,15 @@ ALLOWED = {
     "configs": {"configs"},
     "diffusion": {"diffusion"},
     "runtime": {"runtime"},
-    "models": {"models", "diffusion"},
+    "kernels": {"kernels", "runtime"},
+    "models": {"models", "diffusion", "kernels"},
     "data": {"data", "runtime"},
     "pipelines": {"pipelines", "diffusion", "models", "data", "runtime"},
     "evaluation": {"evaluation", "diffusion", "models", "data", "runtime", "pipelines"},
     "visualization": {"visualization", "diffusion", "data"},
     "training": {"training", "diffusion", "models", "data", "runtime", "pipelines", "evaluation"},
-    "jobs": {"jobs", "diffusion", "models", "data", "runtime", "pipelines", "evaluation",
-             "visualization", "training"},
+    "jobs": {"jobs", "diffusion", "kernels", "models", "data", "runtime", "pipelines",
+             "evaluation", "visualization", "training"},
     "main": {"jobs", "runtime", "configs"},
     "ddpm": {"runtime"},  # ddpm/__init__.py: the XLA flags; the rest is loaded lazily (API).
 }

@@ -37,6 +37,7 @@ from ddpm.data import image_folder, input_pipeline
 from ddpm.diffusion import schedules
 from ddpm.diffusion.schedules import Schedule
 from ddpm.jobs import config_validation
+from ddpm.kernels import conv as kernels_conv
 from ddpm.models import build
 from ddpm.models.unet import UNet
 from ddpm.pipelines import generation
@@ -321,6 +322,7 @@ class Trainer:
                  "process(es)), global batch %d, model dtype %s.", c.data.dataset, total,
                  self.start_step, sum(np.size(p) for p in jax.tree_util.tree_leaves(self.state.params)),
                  jax.device_count(), jax.process_count(), images_per_step, c.model.dtype)
+    logging.info("Convolutions: %s.", kernels_conv.status())
     pending: list = []  # (step, device metrics) not yet fetched.
     fetched: list = []  # (step, host metrics) since the last log line.
     t_log, step_log = time.time(), self.start_step

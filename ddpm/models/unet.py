@@ -24,7 +24,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ddpm.kernels import conv as kernels_conv
+
 Dtype = Any
+
+
+def _conv(features: int, kernel_size: Sequence[int], **kwargs) -> nn.Conv:
+  """`nn.Conv` whose convolution is `ddpm.kernels.conv.conv_general_dilated`: oneDNN on CPU
+  where the extension is built, `lax.conv_general_dilated` otherwise (same parameters)."""
+  return nn.Conv(features, kernel_size, conv_general_dilated=kernels_conv.conv_general_dilated,
+                 **kwargs)
 
 
 def timestep_embedding(t: jnp.ndarray, dim: int, max_period: float = 10000.0) -> jnp.ndarray:
@@ -56,11 +65,11 @@ class ResnetBlock(nn.Module):
   @nn.compact
   def __call__(self, x, temb, train: bool):
     h = nn.silu(_norm(self.num_groups, self.dtype)(x))
-    h = nn.Conv(self.out_ch, (3, 3), dtype=self.dtype)(h)
+    h = _conv(self.out_ch, (3, 3), dtype=self.dtype)(h)
     h = h + nn.Dense(self.out_ch, dtype=self.dtype)(nn.silu(temb))[:, None, None, :]
     h = nn.silu(_norm(self.num_groups, self.dtype)(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = nn.Conv(self.out_ch, (3, 3), dtype=self.dtype, kernel_init=nn.initializers.zeros)(h)
+    h = _conv(self.out_ch, (3, 3), dtype=self.dtype, kernel_init=nn.initializers.zeros)(h)
     if x.shape[-1] != self.out_ch:
       x = nn.Dense(self.out_ch, dtype=self.dtype, name="skip")(x)  # 1x1 conv (NIN).
     return x + h
@@ -94,7 +103,7 @@ class Downsample(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), dtype=self.dtype)(x)
+    return _conv(x.shape[-1], (3, 3), strides=(2, 2), dtype=self.dtype)(x)
 
 
 class Upsample(nn.Module):
@@ -106,7 +115,7 @@ class Upsample(nn.Module):
   def __call__(self, x):
     B, H, W, C = x.shape
     x = jax.image.resize(x, (B, 2 * H, 2 * W, C), method="nearest")
-    return nn.Conv(C, (3, 3), dtype=self.dtype)(x)
+    return _conv(C, (3, 3), dtype=self.dtype)(x)
 
 
 def check_unet_config(image_size: int, ch: int, ch_mult: Sequence[int], num_res_blocks: int,
@@ -193,7 +202,7 @@ class UNet(nn.Module):
       temb = temb + nn.Embed(self.num_classes + 1, 4 * self.ch, dtype=dt,
                              name="class_embedding")(y)
 
-    hs = [nn.Conv(self.ch, (3, 3), dtype=dt, name="conv_in")(x.astype(dt))]
+    hs = [_conv(self.ch, (3, 3), dtype=dt, name="conv_in")(x.astype(dt))]
     for level, mult in enumerate(self.ch_mult):
       for i in range(self.num_res_blocks):
         h = block(self.ch * mult, f"down_{level}_res_{i}")(hs[-1], temb, train)
@@ -219,6 +228,6 @@ class UNet(nn.Module):
     assert not hs, "every skip connection is used once"
 
     h = nn.silu(_norm(self.num_groups, dt, name="out_norm")(h))
-    out = nn.Conv(self.out_channels or C, (3, 3), dtype=dt,
+    out = _conv(self.out_channels or C, (3, 3), dtype=dt,
                   kernel_init=nn.initializers.zeros, name="conv_out")(h)
     return out.astype(jnp.float32)

@@ -27,6 +27,7 @@ same convention as the peers', so the GFLOP/s of ddpm and of the peers compare l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -38,6 +39,7 @@ import ddpm  # noqa: F401  (first: ddpm/runtime/xla_flags.py sets its XLA CPU fl
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ddpm.kernels import conv as kernels_conv
 
 from bench_util import log, peak_rss_mb, timed  # noqa: E402
 
@@ -96,18 +98,36 @@ def matmul_conv_flops(jaxpr) -> int:
   return total
 
 
+@contextlib.contextmanager
+def lax_convolutions():
+  """Traces inside it use lax convolutions, not the oneDNN custom call (ddpm.kernels.conv
+  reads DDPM_NO_ONEDNN at trace time): for FLOP counts, which cannot see into a custom call,
+  and for A/B runs of both variants in one process."""
+  old = os.environ.get("DDPM_NO_ONEDNN")
+  os.environ["DDPM_NO_ONEDNN"] = "1"
+  try:
+    yield
+  finally:
+    if old is None:
+      del os.environ["DDPM_NO_ONEDNN"]
+    else:
+      os.environ["DDPM_NO_ONEDNN"] = old
+
+
 def forward_flops(model, params, args) -> tuple[float, float]:
   """Forward FLOPs per image: (XLA's cost analysis of the jit-compiled forward, the
   matmul + conv count of its jaxpr, torch's FlopCounterMode convention).
 
   XLA counts element-wise work too but leaves out the taps of a convolution that fall on its
   zero padding, so on this small U-Net (8x8 maps) it comes out about 5 % below the count.
+  Both come from the program with lax convolutions: the math's FLOPs, whichever kernel runs.
   """
   fwd = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t, train=False))
   x = jnp.zeros((args.batch, args.image_size, args.image_size, args.channels), jnp.float32)
   t = jnp.zeros((args.batch,), jnp.int32)
-  xla = flops_of(fwd.lower(params, x, t).compile()) / args.batch
-  counted = matmul_conv_flops(jax.make_jaxpr(fwd)(params, x, t).jaxpr) / args.batch
+  with lax_convolutions():
+    xla = flops_of(fwd.lower(params, x, t).compile()) / args.batch
+    counted = matmul_conv_flops(jax.make_jaxpr(fwd)(params, x, t).jaxpr) / args.batch
   return xla, counted
 
 
@@ -223,7 +243,8 @@ def main(argv=None) -> dict:
   result = {"impl": "ddpm", "mode": args.mode, "task": args.task, "batch": args.batch,
             "image_size": args.image_size, "channels": args.channels, "dtype": args.dtype,
             "jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": jax.local_device_count(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "devices": jax.local_device_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "convolutions": kernels_conv.status()}
   if args.task == "matmul":
     result.update(run_matmul(args))
   else:
