@@ -293,8 +293,13 @@ class Trainer:
     is_main = jax.process_index() == 0
     handlers = {}
     if (threading.current_thread() is threading.main_thread() and jax.process_count() == 1):
+
+      def handle_signal(signum, frame):  # Not the bound method: signal.signal returns the old
+        self._handle_signal(signum, frame)  # handler via enum lookup, which formats its repr,
+        # and this dataclass's repr prints every array of the state (seconds per restore).
+
       for sig in (signal.SIGTERM, signal.SIGINT):
-        handlers[sig] = signal.signal(sig, self._handle_signal)
+        handlers[sig] = signal.signal(sig, handle_signal)
     try:
       return self._run(c, total, is_main)
     finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Mapping, MutableMapping
 
 # name -> value of the flags ddpm adds for the CPU backend.
@@ -35,6 +36,8 @@ def accelerator_installed() -> bool:
 
 
 def _backends_initialized() -> bool:
+  if "jax" not in sys.modules:  # Not imported, so no backend: and importing it costs ~1.5 s.
+    return False
   try:
     from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
     return bool(xla_bridge.backends_are_initialized())

@@ -21,7 +21,10 @@ torch FlopCounterMode makes (2 x multiply-adds of matmuls and convolutions, padd
 included, no element-wise work), taken from the forward's jaxpr. XLA's figure is reported, but
 achieved GFLOP/s = 3 x forward FLOPs x images/s (backward ~ 2 x forward) uses the count, the
 same convention as the peers', so the GFLOP/s of ddpm and of the peers compare like with like
-(`achieved_gflops_xla` has XLA's).
+(`achieved_gflops_xla` has XLA's). XLA's cost analysis cannot see into a custom call, so with
+the oneDNN convolutions (ddpm.kernels.conv; `convolutions` in the JSON says which ran) the FLOPs
+per image are counted on the lax variant of the program, and `train_flops_per_image_xla` of the
+compiled step leaves the convolutions out.
 """
 
 from __future__ import annotations
