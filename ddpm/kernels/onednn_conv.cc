@@ -75,6 +75,21 @@ dnnl::convolution_forward::primitive_desc ForwardPd(const Geometry& g) {
 #endif
 }
 
+// The primitive descriptor of a backward pass P (convolution_backward_data or _weights), with
+// the forward one as its hint.
+template <typename P>
+typename P::primitive_desc BackwardPd(const Geometry& g,
+                                      const dnnl::convolution_forward::primitive_desc& fwd) {
+  const auto alg = dnnl::algorithm::convolution_direct;
+#if DNNL_VERSION_MAJOR >= 3
+  return {Engine(), alg, g.x(), g.k(Tag::any), g.y(), g.strides(), g.pad_l(), g.pad_r(), fwd,
+          UserScratchpad()};
+#else
+  return {{alg, g.x(), g.k(Tag::any), g.y(), g.strides(), g.pad_l(), g.pad_r()},
+          UserScratchpad(), Engine(), fwd};
+#endif
+}
+
 // A cached primitive, its kernel layout and the buffers it needs besides its arguments.
 struct Plan {
   dnnl::primitive conv;
@@ -88,35 +103,18 @@ struct Plan {
 std::unique_ptr<Plan> MakePlan(Pass pass, const Geometry& g) {
   auto plan = std::make_unique<Plan>();
   const auto fwd = ForwardPd(g);
-  const auto alg = dnnl::algorithm::convolution_direct;
   memory::desc scratch;
   if (pass == Pass::kForward) {
     plan->conv = dnnl::convolution_forward(fwd);
     plan->kernel = fwd.weights_desc();
     scratch = fwd.scratchpad_desc();
   } else if (pass == Pass::kBackwardData) {
-#if DNNL_VERSION_MAJOR >= 3
-    dnnl::convolution_backward_data::primitive_desc pd(
-        Engine(), alg, g.x(), g.k(Tag::any), g.y(), g.strides(), g.pad_l(), g.pad_r(), fwd,
-        UserScratchpad());
-#else
-    dnnl::convolution_backward_data::primitive_desc pd(
-        {alg, g.x(), g.k(Tag::any), g.y(), g.strides(), g.pad_l(), g.pad_r()},
-        UserScratchpad(), Engine(), fwd);
-#endif
+    const auto pd = BackwardPd<dnnl::convolution_backward_data>(g, fwd);
     plan->conv = dnnl::convolution_backward_data(pd);
     plan->kernel = pd.weights_desc();
     scratch = pd.scratchpad_desc();
   } else {
-#if DNNL_VERSION_MAJOR >= 3
-    dnnl::convolution_backward_weights::primitive_desc pd(
-        Engine(), alg, g.x(), g.k(Tag::any), g.y(), g.strides(), g.pad_l(), g.pad_r(), fwd,
-        UserScratchpad());
-#else
-    dnnl::convolution_backward_weights::primitive_desc pd(
-        {alg, g.x(), g.k(Tag::any), g.y(), g.strides(), g.pad_l(), g.pad_r()},
-        UserScratchpad(), Engine(), fwd);
-#endif
+    const auto pd = BackwardPd<dnnl::convolution_backward_weights>(g, fwd);
     plan->conv = dnnl::convolution_backward_weights(pd);
     plan->kernel = pd.diff_weights_desc();
     scratch = pd.scratchpad_desc();

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import ddpm  # noqa: F401  (first: the XLA CPU flags)
 import jax
@@ -23,6 +22,7 @@ import numpy as np
 from jax import lax
 
 from ddpm.kernels import conv
+from profile_ops import timeit  # noqa: E402
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 # (batch, H, W, C_in, C_out, stride): configs/mnist.py (ch 16, mult 1,2,2 at 28/14/7) and
@@ -38,16 +38,6 @@ def make(fn_conv, strides):
       lambda x, w, g: jnp.sum(fn_conv(x, w, strides, "SAME", dimension_numbers=NHWC) * g),
       argnums=(0, 1)))
   return fwd, both
-
-
-def timed(fn, *args, repeats):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def main():
@@ -71,8 +61,8 @@ def main():
     for r in range(args.rounds):
       for name in (("lax", "onednn") if r % 2 == 0 else ("onednn", "lax")):
         fwd, both = variants[name]
-        t[name]["fwd"].append(timed(fwd, x, k, repeats=args.repeats))
-        t[name]["grads"].append(timed(both, x, k, g, repeats=args.repeats))
+        t[name]["fwd"].append(timeit(fwd, x, k, repeats=args.repeats))
+        t[name]["grads"].append(timeit(both, x, k, g, repeats=args.repeats))
     for name in variants:
       fwd_s, both_s = statistics.median(t[name]["fwd"]), statistics.median(t[name]["grads"])
       row = dict(layer=f"{n}x{h}x{w}x{c}->{o} s{s}", impl=name, fwd_ms=1e3 * fwd_s,
