@@ -10,8 +10,8 @@
 // the kernel in the layout the primitive picks (`format_tag::any`), reordered from/to HWIO.
 // Attributes: `strides` = [s_h, s_w], `padding` = [p_top, p_bottom, p_left, p_right] (>= 0).
 // Primitives are built once per shape and cached; executions are serialised (one mutex), since
-// a cached primitive's scratchpad and weight buffers are shared. oneDNN runs its own OpenMP
-// threads. Builds against oneDNN 2.x and 3.x.
+// the stream and a cached primitive's scratchpad and weight buffers are shared. oneDNN runs its
+// own OpenMP threads. Builds against oneDNN 2.x and 3.x.
 
 #include <array>
 #include <cstdint>
@@ -150,7 +150,7 @@ void Run(Pass pass, const Geometry& g, float* x, float* w, float* y) {
   std::lock_guard<std::mutex> lock(ExecuteMutex());
   Plan& plan = CachedPlan(pass, g);
   dnnl::engine& engine = Engine();
-  dnnl::stream stream(engine);
+  static dnnl::stream stream(engine);  // Guarded by ExecuteMutex, like the plans.
   memory x_mem(g.x(), engine, x), y_mem(g.y(), engine, y), w_mem(g.k(), engine, w);
   memory kernel_mem = plan.reorder_kernel
                           ? memory(plan.kernel, engine, plan.kernel_buffer.data())
@@ -224,36 +224,30 @@ ffi::Error Guarded(F&& f) {
 using F32 = ffi::Buffer<ffi::F32>;
 using I64s = ffi::Span<const int64_t>;
 
-ffi::Error Forward(F32 x, F32 w, ffi::ResultBuffer<ffi::F32> y, I64s strides, I64s padding) {
+// Checks the shapes against each other and the attributes, then runs the pass.
+ffi::Error CheckedRun(Pass pass, I64s x_dims, I64s w_dims, I64s y_dims, float* x, float* w,
+                      float* y, I64s strides, I64s padding) {
   Geometry g;
-  if (auto e = MakeGeometry(x.dimensions(), w.dimensions(), strides, padding, &g); e.failure())
-    return e;
-  if (auto e = CheckY(g, y->dimensions()); e.failure()) return e;
-  return Guarded([&] { Run(Pass::kForward, g, x.typed_data(), w.typed_data(), y->typed_data()); });
+  if (auto e = MakeGeometry(x_dims, w_dims, strides, padding, &g); e.failure()) return e;
+  if (auto e = CheckY(g, y_dims); e.failure()) return e;
+  return Guarded([&] { Run(pass, g, x, w, y); });
+}
+
+ffi::Error Forward(F32 x, F32 w, ffi::ResultBuffer<ffi::F32> y, I64s strides, I64s padding) {
+  return CheckedRun(Pass::kForward, x.dimensions(), w.dimensions(), y->dimensions(),
+                    x.typed_data(), w.typed_data(), y->typed_data(), strides, padding);
 }
 
 ffi::Error BackwardData(F32 dy, F32 w, ffi::ResultBuffer<ffi::F32> dx, I64s strides,
                         I64s padding) {
-  Geometry g;
-  if (auto e = MakeGeometry(dx->dimensions(), w.dimensions(), strides, padding, &g);
-      e.failure())
-    return e;
-  if (auto e = CheckY(g, dy.dimensions()); e.failure()) return e;
-  return Guarded([&] {
-    Run(Pass::kBackwardData, g, dx->typed_data(), w.typed_data(), dy.typed_data());
-  });
+  return CheckedRun(Pass::kBackwardData, dx->dimensions(), w.dimensions(), dy.dimensions(),
+                    dx->typed_data(), w.typed_data(), dy.typed_data(), strides, padding);
 }
 
 ffi::Error BackwardWeights(F32 x, F32 dy, ffi::ResultBuffer<ffi::F32> dw, I64s strides,
                            I64s padding) {
-  Geometry g;
-  if (auto e = MakeGeometry(x.dimensions(), dw->dimensions(), strides, padding, &g);
-      e.failure())
-    return e;
-  if (auto e = CheckY(g, dy.dimensions()); e.failure()) return e;
-  return Guarded([&] {
-    Run(Pass::kBackwardWeights, g, x.typed_data(), dw->typed_data(), dy.typed_data());
-  });
+  return CheckedRun(Pass::kBackwardWeights, x.dimensions(), dw->dimensions(), dy.dimensions(),
+                    x.typed_data(), dw->typed_data(), dy.typed_data(), strides, padding);
 }
 
 }  // namespace
