@@ -55,6 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
   diffusion.prediction_type = "eps"  # "eps", "x0" or "v".
   diffusion.loss_weighting = "none"  # "none" (L_simple) or "min_snr".
   diffusion.min_snr_gamma = 5.0
+  # Where training draws t: "uniform", or "importance": t ~ p(t) proportional to the loss weight
+  # w(t), each example weighted by w(t) / (T p(t)) (the same objective; ddpm/diffusion/losses.py).
+  diffusion.timestep_sampling = "uniform"
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = "adam"  # "adam" or "adamw".

@@ -75,8 +75,10 @@ def snr(schedule: Schedule, t: jnp.ndarray) -> jnp.ndarray:
 
 
 def sample_timesteps_and_noise(key: jax.Array, x0: jnp.ndarray, num_timesteps: int,
-                               example_ids: jnp.ndarray | None = None):
-  """t ~ Uniform{0..T-1} and eps ~ N(0, I) for a batch, one independent draw per example.
+                               example_ids: jnp.ndarray | None = None,
+                               timestep_probs: jnp.ndarray | None = None):
+  """t ~ Uniform{0..T-1} (or t ~ `timestep_probs`, a distribution over 0..T-1) and
+  eps ~ N(0, I) for a batch, one independent draw per example.
 
   Example i draws from `fold_in(key, example_ids[i])` (default ids 0..B-1), so a draw depends
   only on the key and the example's global id: a batch split across devices, each device
@@ -86,11 +88,17 @@ def sample_timesteps_and_noise(key: jax.Array, x0: jnp.ndarray, num_timesteps: i
     example_ids = jnp.arange(x0.shape[0])
   if example_ids.shape != x0.shape[:1]:
     raise ValueError(f"example_ids shape {example_ids.shape} must be [batch]={x0.shape[:1]}.")
+  if timestep_probs is not None and timestep_probs.shape != (num_timesteps,):
+    raise ValueError(f"timestep_probs shape {timestep_probs.shape} must be [num_timesteps]="
+                     f"({num_timesteps},).")
 
   def one(i, x):
     kt, kn = jax.random.split(jax.random.fold_in(key, i))
-    return (jax.random.randint(kt, (), 0, num_timesteps, dtype=jnp.int32),
-            jax.random.normal(kn, x.shape, x.dtype))
+    if timestep_probs is None:
+      t = jax.random.randint(kt, (), 0, num_timesteps, dtype=jnp.int32)
+    else:
+      t = jax.random.categorical(kt, jnp.log(timestep_probs)).astype(jnp.int32)
+    return t, jax.random.normal(kn, x.shape, x.dtype)
   return jax.vmap(one)(example_ids, x0)
 
 

@@ -8,6 +8,17 @@ where target is eps (the paper's choice), x_0 or v = sqrt(alpha_bar) eps - sqrt(
 (Salimans & Ho 2022), and D the number of pixels. An optional per-t weight w(t) multiplies the
 per-example error; "min_snr" is the Min-SNR-gamma weighting of Hang et al. 2023 (eq. 7-9),
 written for each parameterization so that all three weight the x_0 error by min(SNR, gamma).
+
+Where t is drawn: uniformly, or ("importance") from p(t) = w(t) / sum_s w(s), with each example's
+error weighted by w(t) / (T p(t)) instead of w(t). Both estimate the same objective,
+
+    E_{t ~ U} [ w(t) l(t) ] = sum_t p(t) [ w(t) / (T p(t)) ] l(t)     (importance sampling,
+                                                                     Owen 2013, Sec. 9.1)
+
+but with p proportional to w every example's weight is the constant mean_t w(t), so the batch
+no longer spends examples on steps the weighting all but ignores (under Min-SNR-5 with v
+targets and linear betas, the 48% of steps with w < 0.05: t < 27 and t > 541). Nichol & Dhariwal
+2021 (Sec. 3.3) sample t by importance for L_vlb; here p is fixed by the weighting, not learned.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from ddpm.diffusion import forward, parameterization
 from ddpm.diffusion.schedules import Schedule
 
 WEIGHTINGS = ("none", "min_snr")
+TIMESTEP_SAMPLINGS = ("uniform", "importance")
 
 
 def mean_flat(x: jnp.ndarray) -> jnp.ndarray:
@@ -50,6 +62,15 @@ def loss_weight(schedule: Schedule, t: jnp.ndarray, prediction_type: str,
   return clipped
 
 
+def timestep_distribution(schedule: Schedule, prediction_type: str, weighting: str = "none",
+                          min_snr_gamma: float = 5.0) -> jnp.ndarray:
+  """p(t) = w(t) / sum_s w(s) over t = 0..T-1 (float32 [T]): the importance distribution of t
+  for the loss weights w of `loss_weight` (uniform for L_simple)."""
+  w = loss_weight(schedule, jnp.arange(schedule.num_timesteps), prediction_type, weighting,
+                  min_snr_gamma)
+  return w / jnp.sum(w)
+
+
 def denoising_loss(model_output: jnp.ndarray, target: jnp.ndarray,
                    weights: jnp.ndarray | None = None) -> jnp.ndarray:
   """Weighted mean squared error mean_i w_i ||output_i - target_i||^2 / D (a scalar)."""
@@ -71,6 +92,7 @@ def diffusion_loss(
     prediction_type: str = "eps",
     weighting: str = "none",
     min_snr_gamma: float = 5.0,
+    weights: jnp.ndarray | None = None,
 ):
   """The DDPM training loss for given time steps and noise (Ho et al. 2020, Alg. 1).
 
@@ -80,20 +102,40 @@ def diffusion_loss(
     x0: clean data [B, ...] in [-1, 1].
     t: integer time steps [B].
     noise: eps [B, ...].
+    weights: per-example weights [B] in place of w(t) (`sampled_diffusion_loss` passes the
+      importance-sampling weights w(t) / (T p(t))).
   Returns:
     (loss, aux) where aux holds the per-example squared errors for logging per t.
   """
   xt = forward.q_sample(schedule, x0, t, noise)
   output = denoise_fn(xt, t)
   target = parameterization.training_target(schedule, prediction_type, x0, t, noise)
-  weights = loss_weight(schedule, t, prediction_type, weighting, min_snr_gamma)
+  if weights is None:
+    weights = loss_weight(schedule, t, prediction_type, weighting, min_snr_gamma)
+  elif weights.shape != t.shape:
+    raise ValueError(f"weights shape {weights.shape} must be t's shape {t.shape}.")
   loss = denoising_loss(output, target, weights)
   per_example = mean_flat(jnp.square(output.astype(jnp.float32) - target))
   return loss, {"per_example_mse": per_example}
 
 
 def sampled_diffusion_loss(denoise_fn, schedule: Schedule, x0: jnp.ndarray, key: jax.Array,
-                           example_ids: jnp.ndarray | None = None, **kwargs):
-  """`diffusion_loss` with t ~ Uniform{0..T-1} and eps ~ N(0, I) drawn per example from `key`."""
-  t, noise = forward.sample_timesteps_and_noise(key, x0, schedule.num_timesteps, example_ids)
-  return diffusion_loss(denoise_fn, schedule, x0, t, noise, **kwargs)
+                           example_ids: jnp.ndarray | None = None, *,
+                           timestep_sampling: str = "uniform", **kwargs):
+  """`diffusion_loss` with t and eps ~ N(0, I) drawn per example from `key`: t ~ Uniform{0..T-1}
+  ("uniform"), or t ~ p(t) of `timestep_distribution` weighted by w(t) / (T p(t))
+  ("importance"; the same objective in expectation, see the module docstring)."""
+  if timestep_sampling == "uniform":
+    t, noise = forward.sample_timesteps_and_noise(key, x0, schedule.num_timesteps, example_ids)
+    return diffusion_loss(denoise_fn, schedule, x0, t, noise, **kwargs)
+  if timestep_sampling != "importance":
+    raise ValueError(f"timestep sampling {timestep_sampling!r} is unknown; allowed: "
+                     f"{', '.join(TIMESTEP_SAMPLINGS)}.")
+  w_args = dict(prediction_type=kwargs.get("prediction_type", "eps"),
+                weighting=kwargs.get("weighting", "none"),
+                min_snr_gamma=kwargs.get("min_snr_gamma", 5.0))
+  probs = timestep_distribution(schedule, **w_args)
+  t, noise = forward.sample_timesteps_and_noise(key, x0, schedule.num_timesteps, example_ids,
+                                                timestep_probs=probs)
+  weights = loss_weight(schedule, t, **w_args) / (schedule.num_timesteps * probs[t])
+  return diffusion_loss(denoise_fn, schedule, x0, t, noise, weights=weights, **kwargs)

@@ -13,6 +13,7 @@ _CHOICES = {
     "diffusion.beta_schedule": schedules.SCHEDULES,
     "diffusion.prediction_type": parameterization.PREDICTION_TYPES,
     "diffusion.loss_weighting": losses.WEIGHTINGS,
+    "diffusion.timestep_sampling": losses.TIMESTEP_SAMPLINGS,
     "optim.optimizer": ("adam", "adamw"),
     "optim.lr_schedule": ("constant", "cosine"),
     "training.nan_policy": ("stop", "skip"),

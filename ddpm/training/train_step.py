@@ -92,7 +92,8 @@ def train_step(state: TrainState, batch: dict, *, model: UNet, schedule: Schedul
                                        rngs={"dropout": dropout_key})
     return losses.sampled_diffusion_loss(
         denoise, schedule, x0, step_key, example_ids, prediction_type=d.prediction_type,
-        weighting=d.loss_weighting, min_snr_gamma=d.min_snr_gamma)
+        weighting=d.loss_weighting, min_snr_gamma=d.min_snr_gamma,
+        timestep_sampling=d.timestep_sampling)
 
   (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, axis_name)

@@ -145,3 +145,19 @@ def test_clipped_x0_stays_in_range_and_consistent_with_xt(name, t, seed, kind):
   assert float(jnp.max(jnp.abs(x0))) <= 1.0
   if float(s.alpha_bars[t]) < 0.99:  # eps from x0 divides by sqrt(1 - alpha_bar).
     np.testing.assert_allclose(forward.q_sample(s, x0, tb, eps), xt, rtol=1e-3, atol=1e-3)
+
+
+def test_timesteps_drawn_from_a_distribution_follow_it():
+  """t ~ timestep_probs: over 40,000 draws each step's frequency is within 5 standard errors of
+  its probability, steps of probability 0 never come, and an ill-shaped distribution raises."""
+  probs = np.zeros(20, np.float32)
+  probs[[0, 3, 7, 19]] = [0.1, 0.2, 0.3, 0.4]
+  x0 = jnp.zeros((40_000, 1, 1, 1))
+  t, _ = forward.sample_timesteps_and_noise(jax.random.PRNGKey(1), x0, 20,
+                                            timestep_probs=jnp.asarray(probs))
+  counts = np.bincount(np.asarray(t), minlength=20) / len(x0)
+  np.testing.assert_allclose(counts, probs, atol=5 * np.sqrt(0.25 / len(x0)))
+  assert t.dtype == jnp.int32 and set(np.unique(np.asarray(t))) == {0, 3, 7, 19}
+  with pytest.raises(ValueError, match="timestep_probs shape"):
+    forward.sample_timesteps_and_noise(jax.random.PRNGKey(1), x0[:4], 20,
+                                       timestep_probs=jnp.ones(10) / 10)

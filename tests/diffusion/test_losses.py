@@ -72,3 +72,44 @@ def test_sampled_loss_uses_the_per_example_draws():
   a, _ = losses.sampled_diffusion_loss(f, S, x0, key)
   b, _ = losses.diffusion_loss(f, S, x0, t, eps)
   assert float(a) == float(b)
+
+
+weightings = st.sampled_from(losses.WEIGHTINGS)
+
+
+@given(seeds, kinds, weightings, st.floats(0.5, 20.0))
+def test_importance_weights_estimate_the_uniform_objective_exactly(seed, kind, weighting, gamma):
+  """sum_t p(t) [w(t) / (T p(t))] l(t) = mean_t w(t) l(t) for any per-t loss l: drawing t from
+  the importance distribution changes the estimator, not the objective; and p is w normalised."""
+  t_all = jnp.arange(S.num_timesteps)
+  w = losses.loss_weight(S, t_all, kind, weighting, gamma)
+  p = losses.timestep_distribution(S, kind, weighting, gamma)
+  assert p.shape == (1000,) and bool(jnp.all(p > 0))
+  np.testing.assert_allclose(float(jnp.sum(p)), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(p * jnp.sum(w), w, rtol=1e-5)
+  per_t_loss = jax.random.uniform(jax.random.PRNGKey(seed), (1000,), minval=0.0, maxval=3.0)
+  importance = w / (S.num_timesteps * p)
+  np.testing.assert_allclose(float(jnp.sum(p * importance * per_t_loss)),
+                             float(jnp.mean(w * per_t_loss)), rtol=1e-4)
+  # With p proportional to w every example carries the same weight, the mean of w.
+  np.testing.assert_allclose(importance, jnp.mean(w), rtol=1e-4)
+
+
+def test_importance_sampled_loss_uses_its_draws_and_weights():
+  """The importance-sampled loss is diffusion_loss at its own draws of t ~ p with the weights
+  w(t) / (T p(t)); under L_simple (uniform p) those weights are 1."""
+  x0, _, _ = _data(0)
+  key = jax.random.PRNGKey(5)
+  f = lambda x, tt: jnp.sin(x) * tt[:, None, None, None] / 1000.0
+  kw = dict(prediction_type="v", weighting="min_snr", min_snr_gamma=5.0)
+  p = losses.timestep_distribution(S, "v", "min_snr", 5.0)
+  t, eps = forward.sample_timesteps_and_noise(key, x0, 1000, timestep_probs=p)
+  a, _ = losses.sampled_diffusion_loss(f, S, x0, key, timestep_sampling="importance", **kw)
+  weights = losses.loss_weight(S, t, "v", "min_snr", 5.0) / (1000 * p[t])
+  b, _ = losses.diffusion_loss(f, S, x0, t, eps, weights=weights, **kw)
+  np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
+  np.testing.assert_allclose(losses.timestep_distribution(S, "eps"), 1e-3, rtol=1e-5)
+  with pytest.raises(ValueError, match="timestep sampling 'lognormal'"):
+    losses.sampled_diffusion_loss(f, S, x0, key, timestep_sampling="lognormal")
+  with pytest.raises(ValueError, match="weights shape"):
+    losses.diffusion_loss(f, S, x0, t, eps, weights=jnp.ones((3,)))
