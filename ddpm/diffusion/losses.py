@@ -92,7 +92,7 @@ def diffusion_loss(
     prediction_type: str = "eps",
     weighting: str = "none",
     min_snr_gamma: float = 5.0,
-    weights: jnp.ndarray | None = None,
+    timestep_probs: jnp.ndarray | None = None,
 ):
   """The DDPM training loss for given time steps and noise (Ho et al. 2020, Alg. 1).
 
@@ -102,18 +102,20 @@ def diffusion_loss(
     x0: clean data [B, ...] in [-1, 1].
     t: integer time steps [B].
     noise: eps [B, ...].
-    weights: per-example weights [B] in place of w(t) (`sampled_diffusion_loss` passes the
-      importance-sampling weights w(t) / (T p(t))).
+    timestep_probs: the distribution p [T] that t was drawn from (`timestep_distribution`);
+      each example is then weighted by w(t) / (T p(t)) instead of w(t). None: t is uniform.
   Returns:
     (loss, aux) where aux holds the per-example squared errors for logging per t.
   """
   xt = forward.q_sample(schedule, x0, t, noise)
   output = denoise_fn(xt, t)
   target = parameterization.training_target(schedule, prediction_type, x0, t, noise)
-  if weights is None:
-    weights = loss_weight(schedule, t, prediction_type, weighting, min_snr_gamma)
-  elif weights.shape != t.shape:
-    raise ValueError(f"weights shape {weights.shape} must be t's shape {t.shape}.")
+  weights = loss_weight(schedule, t, prediction_type, weighting, min_snr_gamma)
+  if timestep_probs is not None:
+    if timestep_probs.shape != (schedule.num_timesteps,):
+      raise ValueError(f"timestep_probs shape {timestep_probs.shape} must be [num_timesteps]="
+                       f"({schedule.num_timesteps},).")
+    weights = weights / (schedule.num_timesteps * timestep_probs[t])
   loss = denoising_loss(output, target, weights)
   per_example = mean_flat(jnp.square(output.astype(jnp.float32) - target))
   return loss, {"per_example_mse": per_example}
@@ -121,21 +123,19 @@ def diffusion_loss(
 
 def sampled_diffusion_loss(denoise_fn, schedule: Schedule, x0: jnp.ndarray, key: jax.Array,
                            example_ids: jnp.ndarray | None = None, *,
-                           timestep_sampling: str = "uniform", **kwargs):
+                           timestep_sampling: str = "uniform", prediction_type: str = "eps",
+                           weighting: str = "none", min_snr_gamma: float = 5.0):
   """`diffusion_loss` with t and eps ~ N(0, I) drawn per example from `key`: t ~ Uniform{0..T-1}
   ("uniform"), or t ~ p(t) of `timestep_distribution` weighted by w(t) / (T p(t))
   ("importance"; the same objective in expectation, see the module docstring)."""
+  w_args = dict(prediction_type=prediction_type, weighting=weighting, min_snr_gamma=min_snr_gamma)
   if timestep_sampling == "uniform":
     t, noise = forward.sample_timesteps_and_noise(key, x0, schedule.num_timesteps, example_ids)
-    return diffusion_loss(denoise_fn, schedule, x0, t, noise, **kwargs)
+    return diffusion_loss(denoise_fn, schedule, x0, t, noise, **w_args)
   if timestep_sampling != "importance":
     raise ValueError(f"timestep sampling {timestep_sampling!r} is unknown; allowed: "
                      f"{', '.join(TIMESTEP_SAMPLINGS)}.")
-  w_args = dict(prediction_type=kwargs.get("prediction_type", "eps"),
-                weighting=kwargs.get("weighting", "none"),
-                min_snr_gamma=kwargs.get("min_snr_gamma", 5.0))
   probs = timestep_distribution(schedule, **w_args)
   t, noise = forward.sample_timesteps_and_noise(key, x0, schedule.num_timesteps, example_ids,
                                                 timestep_probs=probs)
-  weights = loss_weight(schedule, t, **w_args) / (schedule.num_timesteps * probs[t])
-  return diffusion_loss(denoise_fn, schedule, x0, t, noise, weights=weights, **kwargs)
+  return diffusion_loss(denoise_fn, schedule, x0, t, noise, timestep_probs=probs, **w_args)

@@ -106,10 +106,11 @@ def test_importance_sampled_loss_uses_its_draws_and_weights():
   t, eps = forward.sample_timesteps_and_noise(key, x0, 1000, timestep_probs=p)
   a, _ = losses.sampled_diffusion_loss(f, S, x0, key, timestep_sampling="importance", **kw)
   weights = losses.loss_weight(S, t, "v", "min_snr", 5.0) / (1000 * p[t])
-  b, _ = losses.diffusion_loss(f, S, x0, t, eps, weights=weights, **kw)
+  xt = forward.q_sample(S, x0, t, eps)
+  b = losses.denoising_loss(f(xt, t), parameterization.training_target(S, "v", x0, t, eps), weights)
   np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
   np.testing.assert_allclose(losses.timestep_distribution(S, "eps"), 1e-3, rtol=1e-5)
   with pytest.raises(ValueError, match="timestep sampling 'lognormal'"):
     losses.sampled_diffusion_loss(f, S, x0, key, timestep_sampling="lognormal")
-  with pytest.raises(ValueError, match="weights shape"):
-    losses.diffusion_loss(f, S, x0, t, eps, weights=jnp.ones((3,)))
+  with pytest.raises(ValueError, match="timestep_probs shape"):
+    losses.diffusion_loss(f, S, x0, t, eps, timestep_probs=jnp.ones((3,)) / 3)
