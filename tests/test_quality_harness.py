@@ -47,6 +47,9 @@ def test_a_minute_mark_scores_the_newest_checkpoint_written_by_then():
   # At the budget: the checkpoint saved when the run was stopped, whenever it landed.
   assert harness.checkpoint_at(written, 12.0, budget=12.0) == 812
   assert harness.checkpoint_at(written, 9.5, budget=12.0) == 750
+  # --eval_only of a run stopped at 12.05 minutes: a mark at 12.0 is before its stop, whatever --minutes says.
+  assert harness.checkpoint_at(written, 12.0, harness.recorded_budget(written)) == 750
+  assert harness.recorded_budget({}) is None
 
 
 @given(st.dictionaries(st.integers(1, 10_000), st.floats(0, 60), min_size=1), st.floats(0, 60),

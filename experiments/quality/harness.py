@@ -103,6 +103,12 @@ def checkpoint_at(checkpoint_minutes: dict[int, float], minutes: float,
   return max(done) if done else None
 
 
+def recorded_budget(checkpoint_minutes: dict[int, float]) -> float | None:
+  """The budget of a finished run (--eval_only): the minute its last checkpoint, the one saved
+  when it was stopped, was written; the current --minutes flag says nothing about that run."""
+  return max(checkpoint_minutes.values()) if checkpoint_minutes else None
+
+
 def main_command(config: str, workdir: str, *flags: str) -> list[str]:
   return [sys.executable, "-m", "ddpm.main", f"--config={config}", f"--workdir={workdir}", *flags]
 
@@ -260,8 +266,9 @@ def main(argv=None) -> None:
     train_cmd = record["train_command"]
   else:
     checkpoints, train_cmd = train(args, workdir, log)
+  budget = recorded_budget(checkpoints) if args.eval_only else args.minutes
   for minutes in marks:
-    step = checkpoint_at(checkpoints, minutes, args.minutes)
+    step = checkpoint_at(checkpoints, minutes, budget)
     if step is None:
       log(f"no checkpoint by {minutes} min; skipped")
       continue
