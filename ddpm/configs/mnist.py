@@ -1,25 +1,26 @@
-"""MNIST at 28x28 sized for a 2-core CPU: clean-background digits from 45 minutes of training.
+"""MNIST at 28x28 sized for a 2-core CPU: clean-background digits from about 45 minutes of training.
 
 A 0.97 M-parameter U-Net (ch 16, ch_mult (1, 4, 4): 16 channels at 28x28, 64 at 14 and 7,
 GroupNorm with 8 groups, one residual block per level, attention at 7x7; the 28x28 level was
 most of the FLOPs: halving it runs ~1.35x the steps per minute at the same loss per step),
 the paper's linear betas over T = 1000, v-prediction (Salimans & Ho 2022) with Min-SNR-5 loss
-weights (Hang et al. 2023), Adam at 2e-3 (a small model tolerates a far larger rate than the
-paper's 2e-4) with 200 warm-up steps, batch 64, EMA 0.999 with warm-up, 4500 steps (4.8
+weights (Hang et al. 2023), t drawn with probability proportional to its loss weight and each
+example weighted by w(t) / (T p(t)) (the same objective with less variance: uniform t has 0.38
+of its effective sample size), Adam at 2e-3 (a small model tolerates a far larger rate than the
+paper's 2e-4) with 200 warm-up steps, batch 64, EMA 0.999 with warm-up, 4750 steps (5.1
 epochs). Grids and --mode=sample use EDM's Heun sampler with 10 trailing steps (19 network
 evaluations).
 
 Measured on this 2-core CPU (experiments/quality/README.md has the commands, RESULTS.md every
 run), `python -m ddpm.main` under tcmalloc (ddpm.runtime.allocator) with oneDNN convolutions
-(ddpm.kernels): 4703 steps in 45 minutes (4500 at 43.3 minutes); its Heun-10 samples score
-FID 27.2, precision 0.66, recall 0.90 (N = 10,000, the project's classifier features against
-the train split; 10,000 real test images: 0.83). Without oneDNN the same minutes gave 4145
-steps and FID 34.9. Under glibc's
-malloc the same minutes gave 3640 steps and FID 38.5. The same recipe with the ch-32 (1, 2, 2)
-U-Net ran 2521 steps in 45 minutes: FID 50.2. The previous recipe (eps prediction, L_simple,
-Adam at 1e-3, ch-32 U-Net), 2715 steps in the same minutes, scores FID 84.1 with speckled
-backgrounds. The backgrounds are now clean; many strokes are still broken: far from real
-digits yet.
+(ddpm.kernels): step 4750 came at 39.5 minutes on a quiet machine (on a busier day 4703 steps
+took 45); its Heun-10 samples score FID 22.3, precision 0.69, recall 0.90 (N = 10,000, the
+project's classifier features against the train split; 10,000 real test images: 0.83). With
+uniform t, 4703 steps scored FID 27.2; without oneDNN 45 minutes gave 4145 steps and FID 34.9;
+under glibc's malloc 3640 steps and FID 38.5. The same recipe with the ch-32 (1, 2, 2) U-Net
+ran 2521 steps in 45 minutes: FID 50.2. The previous recipe (eps prediction, L_simple, Adam at
+1e-3, ch-32 U-Net), 2715 steps in the same minutes, scores FID 84.1 with speckled backgrounds.
+The backgrounds are now clean; some strokes are still broken: far from real digits yet.
 """
 
 from ddpm.configs import default as default_lib
@@ -44,6 +45,7 @@ def get_config():
   config.diffusion.prediction_type = "v"
   config.diffusion.loss_weighting = "min_snr"
   config.diffusion.min_snr_gamma = 5.0
+  config.diffusion.timestep_sampling = "importance"
 
   config.optim.learning_rate = 2e-3
   config.optim.warmup_steps = 200
@@ -51,7 +53,7 @@ def get_config():
   config.optim.ema_warmup = True
 
   config.training.batch_size = 64
-  config.training.num_train_steps = 4500
+  config.training.num_train_steps = 4750
   config.training.log_every_steps = 50
   config.training.sample_every_steps = 500
   config.training.num_sample_images = 64
@@ -68,7 +70,7 @@ def get_config():
 
 def use_eps_recipe(config):
   """This config's recipe before the 45-minute comparison (experiments/quality/README.md):
-  eps prediction, L_simple, Adam at 1e-3, DDIM-100 grids, the ch-32 (1, 2, 2) U-Net with 32
+  eps prediction, L_simple, uniform t, Adam at 1e-3, DDIM-100 grids, the ch-32 (1, 2, 2) U-Net with 32
   groups. The conditional and Fashion-MNIST configs keep it, since their recorded results were
   measured with it."""
   config.model.ch = 32
@@ -76,6 +78,7 @@ def use_eps_recipe(config):
   config.model.num_groups = 32
   config.diffusion.prediction_type = "eps"
   config.diffusion.loss_weighting = "none"
+  config.diffusion.timestep_sampling = "uniform"
   config.optim.learning_rate = 1e-3
   config.sampling.method = "ddim"
   config.sampling.num_steps = 100
