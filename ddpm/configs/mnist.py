@@ -14,8 +14,9 @@ evaluations).
 Measured on this 2-core CPU (experiments/quality/README.md has the commands, RESULTS.md every
 run), `python -m ddpm.main` under tcmalloc (ddpm.runtime.allocator) with oneDNN convolutions
 (ddpm.kernels): step 4750 came at 39.5 minutes on a quiet machine (on a busier day 4703 steps
-took 45); its Heun-10 samples score FID 22.3, precision 0.69, recall 0.90, and a second seed (37.9
-minutes) 21.6 / 0.69 / 0.91 (N = 10,000, the project's classifier features against the train split; 10,000 real test images: 0.83). With
+took 45); its Heun-10 samples score FID 22.3, precision 0.69, recall 0.90, and a second
+seed (37.9 minutes) 21.6 / 0.69 / 0.91 (N = 10,000, the project's classifier features against
+the train split; 10,000 real test images: 0.83). With
 uniform t, 4703 steps scored FID 27.2; without oneDNN 45 minutes gave 4145 steps and FID 34.9;
 under glibc's malloc 3640 steps and FID 38.5. The same recipe with the ch-32 (1, 2, 2) U-Net
 ran 2521 steps in 45 minutes: FID 50.2. The previous recipe (eps prediction, L_simple, Adam at
