@@ -52,6 +52,23 @@ def test_a_minute_mark_scores_the_newest_checkpoint_written_by_then():
   assert harness.recorded_budget({}) is None
 
 
+def test_without_marks_eval_only_scores_the_last_checkpoint_whatever_minutes_says():
+  written = {250: 3.1, 500: 6.0, 750: 9.2, 812: 12.05}
+  budget = harness.recorded_budget(written)
+  marks = harness.minute_marks("", budget)
+  assert [harness.checkpoint_at(written, m, budget) for m in marks] == [812]
+  assert harness.minute_marks(" 6, 9.5 ", budget) == [6.0, 9.5]
+  args = harness.parse_args(["--name=x", "--eval_only"])  # --minutes left at its default
+  assert args.minutes != budget and harness.minute_marks(args.eval_minutes, budget) == [budget]
+
+
+@pytest.mark.parametrize("bad", ["-1", "6,x", "nan"])
+def test_bad_minute_marks_are_one_line_errors_naming_the_flag(bad):
+  with pytest.raises(ValueError) as e:
+    harness.minute_marks(bad, 12.0)
+  assert "--eval_minutes" in str(e.value) and "\n" not in str(e.value)
+
+
 @given(st.dictionaries(st.integers(1, 10_000), st.floats(0, 60), min_size=1), st.floats(0, 60),
        st.floats(0, 60))
 def test_the_checkpoint_of_a_mark_is_the_newest_written_by_then_and_grows_with_the_mark(
@@ -71,8 +88,11 @@ def test_render_tables_every_row(tmp_path):
              minutes=12.0, step=900, sampler="heun 10 trailing (19 NFE)", nfe=19,
              num_samples=10000, fid=55.1, precision=0.63, recall=0.91, inception_score=8.9,
              real_floor_fid=0.83)
-  (tmp_path / "runs.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(row | {"seed": 1}) + "\n")
+  fashion = row | {"config": "configs/fashion_mnist.py", "fid": 40.0, "real_floor_fid": 2.1}
+  (tmp_path / "runs.jsonl").write_text(
+      "".join(json.dumps(r) + "\n" for r in (row, row | {"seed": 1}, fashion)))
   harness.render(tmp_path)
   table = (tmp_path / "RESULTS.md").read_text()
-  assert table.count("| baseline |") == 2 and "| 55.10 | 0.630 | 0.910 |" in table
+  assert table.count("| baseline | mnist |") == 2 and "| 55.10 | 0.630 | 0.910 |" in table
+  assert "| baseline | fashion_mnist |" in table and "| 2.10 |" in table
   assert (tmp_path / "fid_vs_minutes.png").stat().st_size > 0

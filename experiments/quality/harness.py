@@ -109,6 +109,18 @@ def recorded_budget(checkpoint_minutes: dict[int, float]) -> float | None:
   return max(checkpoint_minutes.values()) if checkpoint_minutes else None
 
 
+def minute_marks(eval_minutes: str, budget: float | None) -> list[float]:
+  """The minute marks to score: those of --eval_minutes, else the run's budget (its end). With
+  --eval_only the budget is the recorded stop, never the --minutes flag's default."""
+  try:
+    marks = [float(m) for m in eval_minutes.split(",") if m.strip()]
+  except ValueError:
+    marks = [-1.0]
+  if any(not m >= 0 for m in marks):
+    raise ValueError(f"--eval_minutes={eval_minutes!r}: minute marks must be >= 0")
+  return marks or ([] if budget is None else [budget])
+
+
 def main_command(config: str, workdir: str, *flags: str) -> list[str]:
   return [sys.executable, "-m", "ddpm.main", f"--config={config}", f"--workdir={workdir}", *flags]
 
@@ -148,7 +160,8 @@ def train(args, workdir: str, log) -> tuple[dict[int, float], list[str]]:
   log(f"trained {max(seen)} steps in {(time.time() - t0) / 60:.1f} min; checkpoints at "
       + ", ".join(f"{s} ({m:.1f} min)" for s, m in sorted(seen.items())))
   with open(pathlib.Path(workdir) / "harness_checkpoints.json", "w") as f:
-    json.dump({"checkpoint_minutes": seen, "train_command": cmd}, f, indent=1)
+    json.dump({"checkpoint_minutes": seen, "train_command": cmd, "budget_minutes": args.minutes},
+              f, indent=1)
   return seen, cmd
 
 
@@ -177,12 +190,13 @@ def render(out_dir: pathlib.Path) -> None:
   lines = ["# Quality per CPU-minute: every run", "",
            "Written by `experiments/quality/harness.py` from `runs.jsonl` (the command of every "
            "row is there). FID, precision and recall: the project's classifier features, "
-           "N samples vs. the MNIST train split; the real-data floor is the same protocol on "
-           "real test images.", "",
-           "| run | overrides | seed | minutes | steps | sampler | NFE | N | FID | precision | "
-           "recall | IS | floor |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "N samples vs. the train split of the config's dataset (the classifier trained on "
+           "it); the real-data floor is the same protocol on real test images.", "",
+           "| run | config | overrides | seed | minutes | steps | sampler | NFE | N | FID | precision | "
+           "recall | IS | floor |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    lines.append(f"| {r['run']} | {' '.join(r['overrides']) or '-'} | {r['seed']} | "
+    config = pathlib.Path(r.get("config", "configs/mnist.py")).stem
+    lines.append(f"| {r['run']} | {config} | {' '.join(r['overrides']) or '-'} | {r['seed']} | "
                  f"{r['minutes']:.1f} | {r['step']} | {r['sampler']} | {r['nfe']} | "
                  f"{r['num_samples']} | {r['fid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | "
                  f"{r['inception_score']:.2f} | {r['real_floor_fid']:.2f} |")
@@ -199,7 +213,10 @@ def render(out_dir: pathlib.Path) -> None:
   for (run, seed, sampler), pts in sorted(series.items()):
     pts.sort()
     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{run} s{seed}, {sampler}")
-  ax.axhline(rows[-1]["real_floor_fid"], color="k", ls=":", lw=0.8, label="real test images")
+  floors = {pathlib.Path(r.get("config", "configs/mnist.py")).stem: r["real_floor_fid"]
+            for r in rows}
+  for (config, floor), ls in zip(sorted(floors.items()), (":", "--", "-.", (0, (1, 3)))):
+    ax.axhline(floor, color="k", ls=ls, lw=0.8, label=f"real test images ({config})")
   ax.set_yscale("log")
   ax.set_xlim(0, 1.1 * max(r["minutes"] for r in rows))
   ax.set_xlabel("wall-clock minutes of training (2-core CPU)")
@@ -218,7 +235,7 @@ def parse_args(argv=None):
   p.add_argument("--override", action="append", default=[],
                  help="a --config.x.y=v flag for training and eval (repeatable)")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--minutes", type=float, default=12.0, help="wall-clock training budget")
+  p.add_argument("--minutes", type=float, default=12.0, help="wall-clock training budget (--eval_only: unused, the run's recorded stop is its budget)")
   p.add_argument("--eval_minutes", default="", help="comma-separated minute marks (default: the end)")
   p.add_argument("--samplers", default="heun:10:trailing,dpm_solver_pp_2m:20:trailing")
   p.add_argument("--num_samples", type=int, default=10_000)
@@ -242,7 +259,7 @@ def main(argv=None) -> None:
     sys.exit("harness: error: --name is required (the run's label)")
   try:
     samplers = parse_samplers(args.samplers)
-    marks = ([float(m) for m in args.eval_minutes.split(",") if m.strip()] or [args.minutes])
+    minute_marks(args.eval_minutes, None)  # Bad marks fail before any training.
   except ValueError as e:
     sys.exit(f"harness: error: {e}")
   workdir = os.path.join(args.workdir_root, f"{args.name}_seed{args.seed}")
@@ -264,9 +281,12 @@ def main(argv=None) -> None:
       record = json.load(f)
     checkpoints = {int(k): v for k, v in record["checkpoint_minutes"].items()}
     train_cmd = record["train_command"]
+    budget_minutes = record.get("budget_minutes")  # Absent in records written before 2026-12-04.
   else:
     checkpoints, train_cmd = train(args, workdir, log)
+    budget_minutes = args.minutes
   budget = recorded_budget(checkpoints) if args.eval_only else args.minutes
+  marks = minute_marks(args.eval_minutes, budget)
   for minutes in marks:
     step = checkpoint_at(checkpoints, minutes, budget)
     if step is None:
@@ -276,7 +296,7 @@ def main(argv=None) -> None:
       res, eval_cmd = evaluate(args, workdir, step, sampler, log)
       q = res["q"]
       row = dict(run=args.name, config=args.config, overrides=args.override, seed=args.seed,
-                 budget_minutes=args.minutes, minutes=round(checkpoints[step], 2), step=step,
+                 budget_minutes=budget_minutes, minutes=round(checkpoints[step], 2), step=step,
                  sampler=sampler.label, nfe=sampler.nfe, num_samples=q["num_images"],
                  fid=q["fid"], precision=q["precision"], recall=q["recall"],
                  inception_score=q["inception_score"], real_floor_fid=res["floor"],
