@@ -1,7 +1,11 @@
-"""Fashion-MNIST at 28x28: the MNIST config with the dataset swapped and a wider U-Net.
+"""Fashion-MNIST at 28x28: configs/mnist.py's recipe with only the dataset swapped.
 
-Clothing has more texture than digits, so the base width doubles (4.4 M parameters) and
-the run is longer; on a 2-core CPU this is a several-hour run, on an accelerator minutes.
+The same 0.97 M-parameter U-Net, v-prediction with Min-SNR-5 weights and importance-sampled t,
+Adam at 2e-3, batch 64, EMA 0.999, 4750 steps, Heun 10 trailing grids (issue 13: the winning
+MNIST recipe, measured on Fashion-MNIST in the same minutes; experiments/quality/README.md).
+FID, precision and recall use the Fashion-MNIST classifier's features against its train split.
+Measured (36.6 minutes on a 2-core CPU, Heun 10 trailing, 19 NFE, N = 10,000, one seed): FID 8.09,
+precision 0.750, recall 0.823; real test images score 0.13 on the same protocol.
 """
 
 from ddpm.configs import mnist
@@ -10,11 +14,4 @@ from ddpm.configs import mnist
 def get_config():
   config = mnist.get_config()
   config.data.dataset = "fashion_mnist"
-  # The recipe this config's results were measured with; configs/mnist.py's newer one is not
-  # yet measured here (issue 13).
-  mnist.use_eps_recipe(config)
-  config.model.ch = 64
-  config.training.num_train_steps = 20_000
-  config.training.sample_every_steps = 2000
-  config.training.checkpoint_every_steps = 2000
   return config
