@@ -31,7 +31,24 @@ def test_sampler_specs_nfe_and_the_eval_key_match_the_package():
     assert s.eval_name(0) == f"{generation.sampler_name(cfg)}_seed0"
 
 
-@pytest.mark.parametrize("bad", ["", "heun", "heun:x", "euler:10", "ddim:10:cosine"])
+def test_autoguided_sampler_specs_count_both_networks_and_match_the_package_key():
+  got = harness.parse_samplers("heun:5:trailing:ag=1.5@1000,dpm_solver_pp_2m:10:ag=0.5@250raw")
+  assert [(s.method, s.steps, s.spacing, s.autoguidance_weight, s.guide_step, s.guide_use_ema,
+           s.nfe) for s in got] == [("heun", 5, "trailing", 1.5, 1000, True, 18),
+                                    ("dpm_solver_pp_2m", 10, "uniform", 0.5, 250, False, 20)]
+  assert got[0].label == "heun 5 trailing, autoguidance 1.5 by step 1000 (18 NFE)"
+  for s in got:
+    cfg = ml_collections.ConfigDict(dict(
+        method=s.method, num_steps=s.steps, spacing=s.spacing, eta=0.0, variance="beta_tilde",
+        guidance_weight=0.0, class_label=-1, autoguidance_weight=s.autoguidance_weight,
+        guide_step=s.guide_step, guide_use_ema=s.guide_use_ema))
+    assert s.eval_name(0) == f"{generation.sampler_name(cfg)}_seed0"
+    assert f"--config.sampling.guide_step={s.guide_step}" in s.overrides()
+
+
+@pytest.mark.parametrize("bad", ["", "heun", "heun:x", "euler:10", "ddim:10:cosine",
+                                 "heun:5:trailing:ag=0@1000", "heun:5:trailing:ag=1@x",
+                                 "heun:5:trailing:ag=1", "heun:5:trailing:w=1@1000"])
 def test_bad_sampler_specs_are_one_line_errors(bad):
   with pytest.raises(ValueError) as e:
     harness.parse_samplers(bad)

@@ -117,6 +117,13 @@ def get_config() -> ml_collections.ConfigDict:
   # (Ho & Salimans 2022, eq. 6): 0 conditional, -1 unconditional, > 0 stronger guidance.
   sampling.class_label = -1
   sampling.guidance_weight = 0.0
+  # Autoguidance (Karras et al. 2024): guide the model with a weaker checkpoint of the same run,
+  # D = (1 + w) D_model - w D_guide (their weight 1 + w); 0 turns it off. guide_step names the
+  # guide's checkpoint in the workdir (e.g. an early one); each sampler evaluation then costs two
+  # network evaluations. For --mode=sample, eval and synthesize (training grids are unguided).
+  sampling.autoguidance_weight = 0.0
+  sampling.guide_step = -1
+  sampling.guide_use_ema = True
 
   # --mode=eval: sample quality, likelihood and denoising of a checkpoint (ddpm/jobs/evaluate.py).
   # Samples come from config.sampling (method, steps, seed, checkpoint_step, use_ema).

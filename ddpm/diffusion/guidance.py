@@ -1,4 +1,5 @@
-r"""Classifier-free guidance (Ho & Salimans 2022) and class labels for sampling (pure functions).
+r"""Classifier-free guidance (Ho & Salimans 2022), autoguidance (Karras et al. 2024) and class
+labels for sampling (pure functions).
 
 A class-conditional model trained with label dropout (the label replaced by a null label with
 probability p_uncond, Ho & Salimans 2022, Alg. 1) predicts both eps(x_t, c) and the
@@ -14,6 +15,18 @@ eps, x0 and v are each affine in the network output given x_t (e.g. eps = (x_t -
 x0) / sqrt(1 - alpha_bar)), so guiding the raw output with the same weights is the same as
 guiding eps, whatever `prediction_type` the model has. `guided_denoise_fn` evaluates both terms
 in one network call on the doubled batch [x_t; x_t] with labels [c; null].
+
+Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself",
+Sec. 3) guides a model D_1 with a weaker version D_0 of itself (smaller, or trained for less)
+instead of the unconditional model:
+
+    D_w(x; sigma) = w D_1(x; sigma) + (1 - w) D_0(x; sigma)   (their w; 1: no guidance),
+
+which is the same extrapolation as eq. 6 above with this module's weight w' = w - 1:
+D_1 + w' (D_1 - D_0). It needs no labels, so it guides unconditional models too: the errors
+the weaker model makes more of are pushed against, which sharpens samples towards the data
+(their Sec. 3). `autoguided_denoise_fn` combines the two networks' raw outputs, which is the
+same as combining their x0 (or eps) since the weights sum to 1 and each is affine in the output.
 """
 
 from __future__ import annotations
@@ -52,6 +65,18 @@ def guided_denoise_fn(denoise_fn: LabeledDenoiseFn, labels: jnp.ndarray, null_la
                      jnp.concatenate([labels, null]))
     return guided_output(out[:b], out[b:], w)
   return fn
+
+
+def autoguided_denoise_fn(denoise_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray],
+                          guide_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray],
+                          w) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
+  """f(x_t, t) = (1 + w) denoise_fn(x_t, t) - w guide_fn(x_t, t): autoguidance (Karras et al.
+  2024, Sec. 3, with their weight 1 + w). w = 0 is `denoise_fn` alone (the guide is not called);
+  otherwise each call evaluates both networks. `w` must be a Python number."""
+  w = float(w)
+  if w == 0.0:
+    return denoise_fn
+  return lambda x, t: guided_output(denoise_fn(x, t), guide_fn(x, t), w)
 
 
 def class_labels(num: int, num_classes: int, class_label: int = -1) -> np.ndarray:

@@ -82,6 +82,17 @@ def validate_config(config) -> None:
   if not config.sampling.guidance_weight >= -1.0:
     raise ValueError(f"config.sampling.guidance_weight={config.sampling.guidance_weight} must be "
                      ">= -1 (-1: unconditional, 0: conditional, > 0: guided).")
+  s = config.sampling
+  if not 0.0 <= s.autoguidance_weight < float("inf"):
+    raise ValueError(f"config.sampling.autoguidance_weight={s.autoguidance_weight} must be finite "
+                     "and >= 0 (0: off).")
+  if s.autoguidance_weight != 0 and (isinstance(s.guide_step, bool) or s.guide_step < 0):
+    raise ValueError(f"config.sampling.guide_step={s.guide_step!r} must name the guide's "
+                     "checkpoint step (>= 0) when config.sampling.autoguidance_weight="
+                     f"{s.autoguidance_weight}.")
+  if s.autoguidance_weight != 0 and s.pretrained:
+    raise ValueError("config.sampling.autoguidance_weight needs the guide's checkpoint in the "
+                     f"workdir; it cannot be used with config.sampling.pretrained={s.pretrained!r}.")
   if not 0.0 <= config.optim.ema_decay < 1.0:
     raise ValueError(f"config.optim.ema_decay={config.optim.ema_decay} must be in [0, 1).")
   if not config.optim.learning_rate > 0:

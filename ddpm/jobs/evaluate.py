@@ -61,6 +61,7 @@ class EvalJob:
   metrics: tuple[str, ...]
   extractor: features.FeatureExtractor | None
   samples: np.ndarray | None = None  # config.eval.samples_npz's images, read (and checked) once.
+  guide_params: object = None  # Autoguidance's guide (config.sampling.guide_step), or None.
 
   @staticmethod
   def validate(config) -> None:
@@ -87,7 +88,9 @@ class EvalJob:
       else:
         samples = image_files.read_npz_images(ev.samples_npz, build.image_shape(config),
                                               config_key="config.eval.samples_npz")
-    return cls(config, *restore.restore_params(config, workdir), wanted, extractor, samples)
+    guide = (restore.restore_guide_params(config, workdir)
+             if "samples" in wanted and not ev.samples_npz else None)
+    return cls(config, *restore.restore_params(config, workdir), wanted, extractor, samples, guide)
 
   def run(self) -> dict:
     c, ev = self.config, self.config.eval
@@ -186,6 +189,11 @@ class EvalJob:
                  "the results are written.", num, s.method, s.num_steps, self.step, shard_dir)
     images, seconds = generation.draw(self.config, self.params, num, shard_dir=shard_dir,
                                       shard_identity={"checkpoint_step": self.step,
-                                                      "workdir": self.workdir})
-    return images, dict(method=s.method, num_steps=s.num_steps, eta=s.eta, seed=s.seed,
-                        sampling_seconds=seconds, images_per_second=num / seconds)
+                                                      "workdir": self.workdir},
+                                      guide_params=self.guide_params)
+    info = dict(method=s.method, num_steps=s.num_steps, eta=s.eta, seed=s.seed,
+                sampling_seconds=seconds, images_per_second=num / seconds)
+    if generation.autoguided(s):
+      info |= dict(autoguidance_weight=s.autoguidance_weight, guide_step=s.guide_step,
+                   guide_use_ema=bool(s.guide_use_ema))
+    return images, info

@@ -70,3 +70,22 @@ def restore_params(config, workdir: str) -> tuple[str, object, int]:
     raise ValueError(f"--workdir={workdir}: no checkpoint could be read (steps {steps}).")
   finally:
     manager.close()
+
+
+def restore_guide_params(config, workdir: str):
+  """The autoguidance guide's parameters: checkpoint config.sampling.guide_step of `workdir`
+  (EMA or raw by config.sampling.guide_use_ema), or None when autoguidance is off."""
+  s = config.sampling
+  if not s.autoguidance_weight:
+    return None
+  guide_config = config.copy_and_resolve_references()
+  guide_config.sampling.pretrained = ""
+  guide_config.sampling.checkpoint_step = s.guide_step
+  guide_config.sampling.use_ema = s.guide_use_ema
+  try:
+    _, params, step = restore_params(guide_config, workdir)
+  except ValueError as e:
+    raise ValueError(f"config.sampling.guide_step={s.guide_step}: {e}") from None
+  logging.info("Autoguidance: the guide is the %s parameters of step %d, weight %g.",
+               "EMA" if s.guide_use_ema else "raw", step, s.autoguidance_weight)
+  return params

@@ -21,6 +21,7 @@ class SampleJob:
   workdir: str
   params: object
   step: int
+  guide_params: object = None  # Autoguidance's guide (config.sampling.guide_step), or None.
 
   @staticmethod
   def validate(config) -> None:
@@ -31,7 +32,8 @@ class SampleJob:
   def setup(cls, config, workdir: str) -> "SampleJob":
     """Checks inputs and restores the chosen checkpoint; one-line errors for bad input."""
     cls.validate(config)
-    return cls(config, *restore.restore_params(config, workdir))
+    return cls(config, *restore.restore_params(config, workdir),
+               restore.restore_guide_params(config, workdir))
 
   def run(self, out_dir: str | None = None) -> dict:
     c = self.config
@@ -47,8 +49,12 @@ class SampleJob:
     # A killed job rerun with the same command resumes from its last complete shard.
     shard_dir = os.path.join(out_dir, f"{name}_n{s.num_samples}.shards")
     images, seconds = generation.draw(c, self.params, s.num_samples, labels, shard_dir,
-                                      {"checkpoint_step": self.step, "workdir": self.workdir})
+                                      {"checkpoint_step": self.step, "workdir": self.workdir},
+                                      self.guide_params)
     extra = {} if labels is None else dict(labels=labels, guidance_weight=s.guidance_weight)
+    if generation.autoguided(s):
+      extra |= dict(autoguidance_weight=s.autoguidance_weight, guide_step=s.guide_step,
+                    guide_use_ema=s.guide_use_ema)
     try:
       os.makedirs(out_dir, exist_ok=True)
       image_files.write_npz_atomically(

@@ -50,6 +50,7 @@ class SynthesizeJob:
   workdir: str
   params: object
   step: int
+  guide_params: object = None  # Autoguidance's guide (config.sampling.guide_step), or None.
 
   @staticmethod
   def validate(config) -> None:
@@ -60,7 +61,8 @@ class SynthesizeJob:
   @classmethod
   def setup(cls, config, workdir: str) -> "SynthesizeJob":
     cls.validate(config)
-    out = cls(config, *restore.restore_params(config, workdir))
+    out = cls(config, *restore.restore_params(config, workdir),
+              restore.restore_guide_params(config, workdir))
     if os.path.exists(os.path.join(out.out_dir, "tfds", out.name)):  # Fail before any work.
       raise ValueError(f"a dataset {out.name!r} already exists in {out.out_dir}/tfds; allowed: "
                        "another config.synthesize.name, or remove it first.")
@@ -82,7 +84,8 @@ class SynthesizeJob:
                  "checkpoint step %d.", per, k, generation.sampler_name(s), s.guidance_weight,
                  self.step)
     t0 = time.time()
-    images, _ = generation.draw(c, self.params, len(labels), labels)
+    images, _ = generation.draw(c, self.params, len(labels), labels,
+                                guide_params=self.guide_params)
     seconds = time.time() - t0
     os.makedirs(self.out_dir, exist_ok=True)
     npz = os.path.join(self.out_dir, self.name + ".npz")

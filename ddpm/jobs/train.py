@@ -208,7 +208,9 @@ class Trainer:
   @functools.cached_property
   def _generate_fn(self):
     c = self.config
-    return generation.make_generate_fn(self.model, self.schedule, c.sampling, c.diffusion,
+    sampling = c.sampling.copy_and_resolve_references()
+    sampling.autoguidance_weight = 0.0  # Grids are of the model alone (no guide checkpoint yet).
+    return generation.make_generate_fn(self.model, self.schedule, sampling, c.diffusion,
                                        self._grid_per_device, build.image_shape(c))
 
   def sample_grid(self, ema_params_replicated, step: int) -> tuple[str, np.ndarray]:

@@ -3,7 +3,8 @@
 Samplers, losses, the likelihood bound and RePaint (`ddpm.diffusion`) take a `denoise_fn(x_t,
 t)`; `make_denoise_fn` binds a Flax model and its parameters to that signature with dropout
 off, and for a class-conditional model adds the labels and classifier-free guidance
-(`ddpm.diffusion.guidance`).
+(`ddpm.diffusion.guidance`); with a guide's parameters (a weaker checkpoint of the same
+network) it adds autoguidance on top.
 """
 
 from __future__ import annotations
@@ -14,13 +15,23 @@ import jax.numpy as jnp
 from ddpm.diffusion import guidance
 
 
-def make_denoise_fn(model: nn.Module, params, labels=None, guidance_weight: float = 0.0):
+def make_denoise_fn(model: nn.Module, params, labels=None, guidance_weight: float = 0.0,
+                    guide_params=None, autoguidance_weight: float = 0.0):
   """f(x_t, t) -> model output, with dropout off.
 
   For a class-conditional model (model.num_classes > 0): the output for `labels` [B] guided
   with weight `guidance_weight` (`ddpm.diffusion.guidance.guided_denoise_fn`), or without labels the
   unconditional output (the null label). An unconditional model takes neither.
+  With `autoguidance_weight` w != 0, the result is (1 + w) f - w f_guide, where f_guide is the
+  same function of `guide_params` (`ddpm.diffusion.guidance.autoguided_denoise_fn`).
   """
+  if autoguidance_weight != 0:
+    if guide_params is None:
+      raise ValueError(f"config.sampling.autoguidance_weight={autoguidance_weight} needs the "
+                       "guide's parameters (config.sampling.guide_step).")
+    return guidance.autoguided_denoise_fn(
+        make_denoise_fn(model, params, labels, guidance_weight),
+        make_denoise_fn(model, guide_params, labels, guidance_weight), autoguidance_weight)
   num_classes = getattr(model, "num_classes", 0)
   if num_classes == 0:
     if labels is not None:

@@ -5,6 +5,9 @@ the configured sampler (config.sampling) on every local device; `generate` split
 N images over the devices and returns them as uint8 numpy arrays. A class-conditional model
 samples the requested labels with classifier-free guidance of weight
 config.sampling.guidance_weight (`ddpm.diffusion.guidance`, through `ddpm.pipelines.denoiser`).
+With config.sampling.autoguidance_weight != 0 the network is guided by a weaker checkpoint
+of itself (autoguidance, Karras et al. 2024): `draw` then takes that checkpoint's parameters
+as `guide_params`, and every network evaluation of the sampler evaluates both.
 """
 
 from __future__ import annotations
@@ -43,7 +46,20 @@ def sampler_name(sampling_config) -> str:
     name += f"_w{s.guidance_weight:g}"
   if s.get("class_label", -1) >= 0:
     name += f"_class{s.class_label}"
+  if autoguided(s):
+    name += f"_ag{s.autoguidance_weight:g}_guide{s.guide_step}{'' if s.guide_use_ema else 'raw'}"
   return name
+
+
+def autoguided(sampling_config) -> bool:
+  """Whether config.sampling asks for autoguidance (a nonzero autoguidance_weight)."""
+  return float(sampling_config.get("autoguidance_weight", 0.0)) != 0.0
+
+
+def evaluations_per_step(sampling_config) -> int:
+  """Network evaluations per sampler evaluation: 2 with autoguidance (the model and its
+  guide), else 1 (classifier-free guidance runs one call on a doubled batch)."""
+  return 2 if autoguided(sampling_config) else 1
 
 
 def sampler_kwargs(sampling_config, diffusion_config) -> dict:
@@ -55,14 +71,23 @@ def sampler_kwargs(sampling_config, diffusion_config) -> dict:
 def make_generate_fn(model: nn.Module, schedule: Schedule, sampling_config, diffusion_config,
                      per_device: int, image_shape, devices=None) -> callable:
   """pmap-ed (params [D, ...], keys [D, per_device, 2], labels [D, per_device] int32) -> images
-  in [-1, 1], [D, per_device, ...]. An unconditional model ignores the labels."""
+  in [-1, 1], [D, per_device, ...]. An unconditional model ignores the labels. With
+  autoguidance (`autoguided(sampling_config)`), params is the pair (model's, guide's)."""
   method = sampling_config.method
   kwargs = sampler_kwargs(sampling_config, diffusion_config)
   conditional = getattr(model, "num_classes", 0) > 0
   w = float(sampling_config.get("guidance_weight", 0.0))
+  w_auto = float(sampling_config.get("autoguidance_weight", 0.0))
 
   def generate_one(params, keys, labels):
-    denoise = denoiser.make_denoise_fn(model, params, labels if conditional else None, w)
+    guide = None
+    if w_auto != 0.0:
+      if not isinstance(params, tuple) or len(params) != 2:
+        raise ValueError("with config.sampling.autoguidance_weight != 0 the parameters are the "
+                         "pair (model's, guide's); got one set (see `generation.draw`).")
+      params, guide = params
+    denoise = denoiser.make_denoise_fn(model, params, labels if conditional else None, w,
+                                       guide, w_auto)
     out = samplers.sample(method, denoise, schedule, keys,
                           (per_device,) + tuple(image_shape), **kwargs)
     return out.samples
@@ -143,9 +168,11 @@ def grid_columns(config, num: int) -> int | None:
 
 
 def draw(config, params, num: int, labels=None, shard_dir: str | None = None,
-         shard_identity: dict | None = None) -> tuple[np.ndarray, float]:
+         shard_identity: dict | None = None, guide_params=None) -> tuple[np.ndarray, float]:
   """`num` uint8 images from unreplicated `params` with config.sampling (seed, method, batch
   size, guidance weight) on all local devices, and the seconds it took (compilation included).
+  With config.sampling.autoguidance_weight != 0, `guide_params` (unreplicated, the same
+  network's) are the guide's.
 
   `labels` (int [num]) defaults to `sample_labels(config, num)`. With `shard_dir`, the rounds
   are kept there as they are drawn and a rerun resumes (`generate`); `shard_identity` names
@@ -164,6 +191,11 @@ def draw(config, params, num: int, labels=None, shard_dir: str | None = None,
   if shard_dir:
     identity = dict(shard_identity or {}, sampling=s.to_dict(), model=config.model.to_dict(),
                     diffusion=config.diffusion.to_dict())
+  if autoguided(s):
+    if guide_params is None:
+      raise ValueError(f"config.sampling.autoguidance_weight={s.autoguidance_weight} needs the "
+                       "guide's parameters (config.sampling.guide_step).")
+    params = (params, guide_params)
   images = generate(fn, jax_utils.replicate(params, axis_name=replicas.AXIS),
                     jax.random.PRNGKey(s.seed), num, per_device, labels, shard_dir, identity)
   return images, time.time() - t0

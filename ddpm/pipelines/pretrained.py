@@ -17,7 +17,8 @@ The settings (a JSON object):
   diffusion        config.diffusion, every key (the schedule and the prediction type)
   data             config.data.dataset, image_size and channels (images are H = W = image_size)
   sampling         config.sampling of the exporting run, less where the weights came from
-                   (pretrained, checkpoint_step, use_ema): the defaults of `Pretrained.config`
+                   (pretrained, checkpoint_step, use_ema) and autoguidance (its guide is
+                   another checkpoint of the run): the defaults of `Pretrained.config`
   checkpoint_step  the training step of the weights
   weights          "ema" (the EMA parameters) or "params" (the raw ones)
 
@@ -46,7 +47,8 @@ from ddpm.runtime import checkpointing, storage, weights_file
 SECTIONS = ("model", "diffusion")  # Replaced whole.
 DATA_KEYS = ("dataset", "image_size", "channels")
 # Where a job's weights come from: not the model's settings.
-SOURCE_KEYS = ("pretrained", "checkpoint_step", "use_ema")
+SOURCE_KEYS = ("pretrained", "checkpoint_step", "use_ema", "autoguidance_weight", "guide_step",
+               "guide_use_ema")
 WEIGHTS = ("ema", "params")
 SUFFIX = weights_file.SUFFIX
 

@@ -23,8 +23,10 @@ One run at a time on an idle machine: two runs on 2 cores distort each other's m
       --override=--config.diffusion.loss_weighting=min_snr
   python experiments/quality/harness.py --render   # tables and plot from runs.jsonl only
 
-A sampler is method:steps[:spacing] (spacing default uniform); its NFE is steps, or 2 steps - 1
-for Heun.
+A sampler is method:steps[:spacing][:ag=W@STEP] (spacing default uniform); its NFE is steps,
+or 2 steps - 1 for Heun, per network. ag=W@STEP adds autoguidance of weight W by the EMA
+parameters of the same run's checkpoint STEP (ag=W@STEPraw: its raw parameters), which doubles
+the network evaluations (`--config.sampling.autoguidance_weight`).
 """
 
 from __future__ import annotations
@@ -55,39 +57,69 @@ class Sampler:
   method: str
   steps: int
   spacing: str = "uniform"
+  autoguidance_weight: float = 0.0
+  guide_step: int = -1
+  guide_use_ema: bool = True
+
+  def sampling_config(self) -> ml_collections.ConfigDict:
+    """The config.sampling keys this sampler sets."""
+    return ml_collections.ConfigDict(dict(
+        method=self.method, num_steps=self.steps, spacing=self.spacing, eta=0.0,
+        variance="beta_tilde", autoguidance_weight=self.autoguidance_weight,
+        guide_step=self.guide_step, guide_use_ema=self.guide_use_ema))
 
   @property
   def nfe(self) -> int:
-    """Network evaluations per image: Heun's last step is Euler (ddpm.diffusion.samplers)."""
-    return 2 * self.steps - 1 if self.method == "heun" else self.steps
+    """Network evaluations per image: Heun's last step is Euler (ddpm.diffusion.samplers);
+    autoguidance evaluates the guide too."""
+    per_network = 2 * self.steps - 1 if self.method == "heun" else self.steps
+    return per_network * generation.evaluations_per_step(self.sampling_config())
 
   @property
   def label(self) -> str:
-    return f"{self.method} {self.steps} {self.spacing} ({self.nfe} NFE)"
+    guide = ""
+    if self.autoguidance_weight:
+      guide = (f", autoguidance {self.autoguidance_weight:g} by step {self.guide_step}"
+               f"{'' if self.guide_use_ema else ' raw'}")
+    return f"{self.method} {self.steps} {self.spacing}{guide} ({self.nfe} NFE)"
 
   def overrides(self) -> list[str]:
-    return [f"--config.sampling.method={self.method}", f"--config.sampling.num_steps={self.steps}",
-            f"--config.sampling.spacing={self.spacing}", "--config.sampling.eta=0.0"]
+    return [f"--config.sampling.{k}={v}" for k, v in self.sampling_config().items()
+            if k != "variance"]
 
   def eval_name(self, seed: int) -> str:
     """The key `--mode=eval` files these samples under: the package's own sampler name."""
-    s = ml_collections.ConfigDict(dict(method=self.method, num_steps=self.steps,
-                                       spacing=self.spacing, eta=0.0, variance="beta_tilde"))
-    return f"{generation.sampler_name(s)}_seed{seed}"
+    return f"{generation.sampler_name(self.sampling_config())}_seed{seed}"
 
 
 def parse_samplers(spec: str) -> list[Sampler]:
-  """"heun:10:trailing,ddim:50" -> Samplers; one-line ValueError for anything else."""
+  """"heun:10:trailing,ddim:50,heun:5:trailing:ag=1@1000" -> Samplers; one-line ValueError
+  for anything else."""
   out = []
   for item in (s.strip() for s in spec.split(",") if s.strip()):
     parts = item.split(":")
-    if len(parts) not in (2, 3) or parts[0] not in METHODS or not parts[1].isdigit():
-      raise ValueError(f"sampler {item!r}: expected method:steps[:spacing] with method in "
-                       f"{', '.join(METHODS)}")
-    spacing = parts[2] if len(parts) == 3 else "uniform"
+    if len(parts) == 3 and parts[2].startswith("ag="):  # method:steps:ag=W@STEP
+      parts.insert(2, "uniform")
+    if len(parts) not in (2, 3, 4) or parts[0] not in METHODS or not parts[1].isdigit():
+      raise ValueError(f"sampler {item!r}: expected method:steps[:spacing][:ag=W@STEP] with "
+                       f"method in {', '.join(METHODS)}")
+    spacing = parts[2] if len(parts) >= 3 else "uniform"
     if spacing not in SPACINGS:
       raise ValueError(f"sampler {item!r}: spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
-    out.append(Sampler(parts[0], int(parts[1]), spacing))
+    guide = {}
+    if len(parts) == 4:
+      w, _, step = parts[3].removeprefix("ag=").partition("@")
+      raw = step.endswith("raw")
+      step = step.removesuffix("raw")
+      try:
+        weight = float(w)
+      except ValueError:
+        weight = -1.0
+      if not parts[3].startswith("ag=") or not step.isdigit() or not weight > 0:
+        raise ValueError(f"sampler {item!r}: autoguidance {parts[3]!r}; expected ag=W@STEP or "
+                         "ag=W@STEPraw with W > 0 and STEP a checkpoint step")
+      guide = dict(autoguidance_weight=weight, guide_step=int(step), guide_use_ema=not raw)
+    out.append(Sampler(parts[0], int(parts[1]), spacing, **guide))
   if not out:
     raise ValueError("no sampler given; e.g. --samplers=heun:10:trailing")
   return out
@@ -260,6 +292,10 @@ def main(argv=None) -> None:
   try:
     samplers = parse_samplers(args.samplers)
     minute_marks(args.eval_minutes, None)  # Bad marks fail before any training.
+    for s in samplers:  # A guide must be a checkpoint the run keeps.
+      if s.autoguidance_weight and not args.eval_only and s.guide_step % args.checkpoint_every:
+        raise ValueError(f"sampler {s.label}: guide step {s.guide_step} is not a multiple of "
+                         f"--checkpoint_every={args.checkpoint_every}, so no checkpoint is kept there")
   except ValueError as e:
     sys.exit(f"harness: error: {e}")
   workdir = os.path.join(args.workdir_root, f"{args.name}_seed{args.seed}")
@@ -293,6 +329,12 @@ def main(argv=None) -> None:
       log(f"no checkpoint by {minutes} min; skipped")
       continue
     for sampler in samplers:
+      if sampler.autoguidance_weight and not 0 <= sampler.guide_step < step:
+        log(f"step {step}, {sampler.label}: the guide must be an earlier checkpoint; skipped")
+        continue
+      if sampler.autoguidance_weight and sampler.guide_step not in checkpoints:
+        log(f"step {step}, {sampler.label}: no checkpoint at step {sampler.guide_step}; skipped")
+        continue
       res, eval_cmd = evaluate(args, workdir, step, sampler, log)
       q = res["q"]
       row = dict(run=args.name, config=args.config, overrides=args.override, seed=args.seed,

@@ -76,6 +76,50 @@ def test_guided_denoise_fn_is_one_batched_call_equal_to_two_separate_ones():
     assert calls_made == ([3] if w in (-1.0, 0.0) else [6])  # One network call.
 
 
+def test_autoguided_denoise_fn_extrapolates_from_the_guide_and_skips_it_at_w_0():
+  calls = []
+
+  def net(tag, scale):
+    def fn(x, t):
+      calls.append(tag)
+      return scale * x + 0.01 * t[:, None]
+    return fn
+
+  x, t = jnp.arange(6.0).reshape(3, 2), jnp.array([5, 7, 9])
+  main, guide = net("main", 1.5), net("guide", 0.5)
+  for w in (0.0, 0.5, 2.0):
+    calls.clear()
+    out = guidance.autoguided_denoise_fn(main, guide, w)(x, t)
+    made = list(calls)
+    np.testing.assert_allclose(out, (1 + w) * main(x, t) - w * guide(x, t), rtol=1e-6)
+    assert made == (["main"] if w == 0.0 else ["main", "guide"])
+
+
+@given(st.integers(1, 999), st.floats(-3, 3), st.floats(0.0, 4.0), st.floats(0.1, 1.0),
+       st.floats(0.1, 1.0), st.sampled_from(["eps", "x0", "v"]))
+def test_autoguided_exact_denoisers_give_the_denoiser_of_the_tilted_density(t, x, w, s1, s0,
+                                                                            kind):
+  """Karras et al. (2024), Sec. 3: for a model exact for data N(0, s1^2) guided by one exact for
+  N(0, s0^2), the guided x0 (from the raw outputs of any parameterization, combined as
+  `autoguided_denoise_fn` does) is Tweedie's x0 of the density p1(x_t)^(1 + w) p0(x_t)^(-w):
+  x0 = (x_t + sigma_t^2 grad log of it) / alpha_t."""
+  a, sig = S.sqrt_alpha_bars[t], S.sqrt_one_minus_alpha_bars[t]
+  log_p = lambda xt, s: norm.logpdf(xt, 0.0, jnp.sqrt(a**2 * s**2 + sig**2))
+  tweedie = lambda score: (x + sig**2 * score) / a
+  xt, tb = jnp.full((1, 1), x), jnp.full((1,), t)
+
+  def output(s):  # The exact model's raw output for N(0, s^2) data, in `kind`.
+    x0 = tweedie(jax.grad(log_p)(x, s)) * jnp.ones((1, 1))
+    eps = parameterization.eps_from_x0(S, xt, tb, x0)
+    return {"eps": eps, "x0": x0, "v": parameterization.v_from_x0_eps(S, x0, tb, eps)}[kind]
+
+  guided = guidance.autoguided_denoise_fn(lambda *_: output(s1), lambda *_: output(s0), w)(xt, tb)
+  x0, _ = parameterization.model_output_to_x0_eps(S, kind, guided, xt, tb)
+  tilted = jax.grad(lambda y: (1 + w) * log_p(y, s1) - w * log_p(y, s0))(x)
+  want = tweedie(tilted)
+  np.testing.assert_allclose(x0[0, 0], want, rtol=2e-4, atol=2e-4 * (1 + abs(float(want))))
+
+
 @given(st.integers(1, 500), st.integers(1, 12))
 def test_balanced_labels_are_contiguous_blocks_of_near_equal_size(num, k):
   y = guidance.class_labels(num, k)
@@ -140,6 +184,21 @@ def test_conditional_unet_depends_on_the_label_and_has_a_null_row(conditional_un
   guided = denoiser.make_denoise_fn(model, params, y, w)(x, t)
   cond = model.apply({"params": params}, x, t, y)
   np.testing.assert_allclose(guided, (1 + w) * cond - w * outs[3], rtol=1e-4, atol=1e-5)
+
+
+def test_autoguidance_by_a_guide_equal_to_the_model_changes_nothing_and_else_extrapolates(
+    conditional_unet):
+  model, params, x, t = conditional_unet
+  y = jnp.array([0, 1, 2, 0])
+  plain = denoiser.make_denoise_fn(model, params, y, 1.0)(x, t)
+  same = denoiser.make_denoise_fn(model, params, y, 1.0, params, 2.0)(x, t)
+  np.testing.assert_allclose(same, plain, rtol=1e-5, atol=1e-5)
+  weaker = jax.tree_util.tree_map(lambda p: 0.9 * p, params)
+  guide = denoiser.make_denoise_fn(model, weaker, y, 1.0)(x, t)
+  guided = denoiser.make_denoise_fn(model, params, y, 1.0, weaker, 2.0)(x, t)
+  np.testing.assert_allclose(guided, 3.0 * plain - 2.0 * guide, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="needs the guide's parameters"):
+    denoiser.make_denoise_fn(model, params, y, 1.0, None, 2.0)
 
 
 def test_labels_and_guidance_on_an_unconditional_model_are_errors(conditional_unet):
