@@ -39,22 +39,28 @@ def snapshot(workdir):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """20 steps of the tiny config, then a restart that continues to 30."""
+  """20 steps of the tiny config, then a restart that continues to 30, whose grids are
+  autoguided by checkpoint 20 (sampling only: the training is the same)."""
   workdir = tmp_path_factory.mktemp("run")
   first = ddpm(workdir)
   assert first.returncode == 0, first.stderr[-3000:]
-  second = ddpm(workdir, "--config.training.num_train_steps=30")
+  second = ddpm(workdir, "--config.training.num_train_steps=30",
+                "--config.sampling.autoguidance_weight=1", "--config.sampling.guide_step=20")
   assert second.returncode == 0, second.stderr[-3000:]
   return workdir, first, second
 
 
 def test_training_writes_checkpoints_samples_and_logs(trained):
-  workdir, first, _ = trained
+  workdir, first, second = trained
   assert "step 20/20" in first.stderr and "images/s" in first.stderr and "ETA" in first.stderr
   grid = np.asarray(Image.open(workdir / "samples" / "step_0000020.png"))
   assert grid.ndim == 2 and grid.shape[0] > 16 and grid.std() > 0  # 4x4 grid of 16x16 images.
   lines = (workdir / "metrics.jsonl").read_text().splitlines()
   assert len(lines) >= 4 and all("loss" in line for line in lines)
+  # The restart's last grid, after the guide's checkpoint: autoguided by it.
+  assert "autoguided (weight 1) by the EMA parameters of step 20" in second.stderr
+  assert "autoguided" not in first.stderr  # No guide asked for.
+  assert np.asarray(Image.open(workdir / "samples" / "step_0000030.png")).std() > 0
   assert list(workdir.glob("events.out.tfevents.*")), "TensorBoard event file"
 
 

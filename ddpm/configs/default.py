@@ -120,10 +120,15 @@ def get_config() -> ml_collections.ConfigDict:
   # Autoguidance (Karras et al. 2024): guide the model with a weaker checkpoint of the same run,
   # D = (1 + w) D_model - w D_guide (their weight 1 + w); 0 turns it off. guide_step names the
   # guide's checkpoint in the workdir (e.g. an early one); each sampler evaluation then costs two
-  # network evaluations. For --mode=sample, eval and synthesize (training grids are unguided).
+  # network evaluations. Used by --mode=sample, eval, synthesize and the training grids (once the
+  # guide's checkpoint exists); the other modes, and exported files, sample without it.
   sampling.autoguidance_weight = 0.0
   sampling.guide_step = -1
   sampling.guide_use_ema = True
+  # Guidance only at time steps guide_t_min <= t <= guide_t_max (-1: T - 1), as guidance in a
+  # limited interval of noise levels (Kynkaanniemi et al. 2024); elsewhere the guide is skipped.
+  sampling.guide_t_min = 0
+  sampling.guide_t_max = -1
 
   # --mode=eval: sample quality, likelihood and denoising of a checkpoint (ddpm/jobs/evaluate.py).
   # Samples come from config.sampling (method, steps, seed, checkpoint_step, use_ema).

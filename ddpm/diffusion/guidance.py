@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -69,14 +70,30 @@ def guided_denoise_fn(denoise_fn: LabeledDenoiseFn, labels: jnp.ndarray, null_la
 
 def autoguided_denoise_fn(denoise_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray],
                           guide_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray],
-                          w) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
+                          w, t_range: tuple[int, int] | None = None
+                          ) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
   """f(x_t, t) = (1 + w) denoise_fn(x_t, t) - w guide_fn(x_t, t): autoguidance (Karras et al.
   2024, Sec. 3, with their weight 1 + w). w = 0 is `denoise_fn` alone (the guide is not called);
-  otherwise each call evaluates both networks. `w` must be a Python number."""
+  otherwise each call evaluates both networks.
+
+  With `t_range` = (lo, hi), guidance applies only to examples with lo <= t <= hi, as
+  guidance limited to an interval of noise levels (Kynkaanniemi et al. 2024); the others get
+  `denoise_fn` alone, and a call whose t are all outside skips the guide (`lax.cond`: one
+  network evaluation). `w` and `t_range` must be Python numbers (they shape the program)."""
   w = float(w)
   if w == 0.0:
     return denoise_fn
-  return lambda x, t: guided_output(denoise_fn(x, t), guide_fn(x, t), w)
+  if t_range is None:
+    return lambda x, t: guided_output(denoise_fn(x, t), guide_fn(x, t), w)
+  lo, hi = int(t_range[0]), int(t_range[1])
+
+  def fn(x, t):
+    out = denoise_fn(x, t)
+    inside = (t >= lo) & (t <= hi)
+    guided = jax.lax.cond(jnp.any(inside), lambda: guided_output(out, guide_fn(x, t), w),
+                          lambda: out)
+    return jnp.where(inside.reshape((-1,) + (1,) * (out.ndim - 1)), guided, out)
+  return fn
 
 
 def class_labels(num: int, num_classes: int, class_label: int = -1) -> np.ndarray:

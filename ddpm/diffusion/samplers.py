@@ -268,6 +268,28 @@ def dpm_solver_pp_2m_sample(denoise_fn: DenoiseFn, schedule: Schedule, key: jax.
   return SampleOutput(x0, traj)
 
 
+def _heun_evaluations(tau: np.ndarray):
+  """Heun over the decreasing time steps tau: (t_eval, t_from, t_to, corrector), one entry per
+  network evaluation: step tau_i -> tau_{i+1}, i < n - 1, is a predictor (evaluated at tau_i)
+  and a corrector (at the Euler point, tau_{i+1}); the last evaluation, at tau_{n-1}, is the
+  step to data (-1)."""
+  n = len(tau)
+  t_from = np.append(np.repeat(tau[:-1], 2), tau[-1])
+  t_to = np.append(np.repeat(tau[1:], 2), -1)
+  corrector = np.append(np.tile([False, True], n - 1), False)
+  return np.where(corrector, t_to, t_from), t_from, t_to, corrector
+
+
+def evaluation_timesteps(method: str, timesteps) -> np.ndarray:
+  """The time step of each network evaluation, in order, of sampler `method` over the
+  increasing `timesteps`: each of them from the noisy end down for DDPM, DDIM and
+  DPM-Solver++(2M) (NFE = S); for Heun two per step but the last (NFE = 2 S - 1)."""
+  if method not in SAMPLERS:
+    raise ValueError(f"sampler {method!r} is unknown; allowed: {', '.join(SAMPLERS)}.")
+  tau = np.asarray(timesteps, np.int64)[::-1]
+  return _heun_evaluations(tau)[0] if method == "heun" else tau
+
+
 def heun_sample(denoise_fn: DenoiseFn, schedule: Schedule, key: jax.Array, shape, *,
                 num_steps: int = 20, spacing: str = "uniform", prediction_type: str = "eps",
                 clip_x0: bool = True, x_T: jnp.ndarray | None = None,
@@ -291,12 +313,7 @@ def heun_sample(denoise_fn: DenoiseFn, schedule: Schedule, key: jax.Array, shape
   ts, x_T, _ = prepare(schedule, key, shape, timesteps, prediction_type, x_T)
   tau = ts[::-1]
   n = len(tau)
-  # Step tau_i -> tau_{i+1}, i < n - 1: predictor (evaluate at x_hat_i, tau_i), corrector
-  # (evaluate at the Euler point x'_{i+1}, tau_{i+1}); then the predictor alone to data (-1).
-  t_from = np.append(np.repeat(tau[:-1], 2), tau[-1])
-  t_to = np.append(np.repeat(tau[1:], 2), -1)
-  corrector = np.append(np.tile([False, True], n - 1), False)
-  t_eval = np.where(corrector, t_to, t_from)
+  t_eval, t_from, t_to, corrector = _heun_evaluations(tau)
   xs = tuple(jnp.asarray(a, jnp.int32) for a in (t_eval, t_from, t_to)) + (jnp.asarray(corrector),)
 
   def sigma_hat(t):

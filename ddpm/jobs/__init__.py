@@ -20,10 +20,11 @@ imports another.
 from __future__ import annotations
 
 import jax
+from absl import logging
 
 from ddpm.jobs import (anomaly, denoise, evaluate, export, inpaint, process, sample, synthesize,
                        train)
-from ddpm.pipelines import pretrained
+from ddpm.pipelines import generation, pretrained
 from ddpm.runtime import weights_file
 
 JOBS = {"train": train.Trainer, "sample": sample.SampleJob, "eval": evaluate.EvalJob,
@@ -31,6 +32,9 @@ JOBS = {"train": train.Trainer, "sample": sample.SampleJob, "eval": evaluate.Eva
         "denoise": denoise.DenoiseJob, "synthesize": synthesize.SynthesizeJob,
         "anomaly": anomaly.AnomalyJob, "export": export.ExportJob}
 MODES = tuple(JOBS)
+# The modes that draw with config.sampling's autoguidance (training: its grids); the others,
+# and any mode reading an exported file (which holds no guide), run without it.
+AUTOGUIDED_MODES = ("train", "sample", "eval", "synthesize")
 
 
 def _check_pretrained(mode: str, config) -> None:
@@ -73,4 +77,13 @@ def setup_job(mode: str, config, workdir: str):
     except ValueError as e:
       raise ValueError(f"config.sampling.pretrained: {e}") from None
     config = pretrained.config_with_settings(config, settings, f"config.sampling.pretrained={path}")
+  if generation.autoguided(config.sampling) and (
+      mode not in AUTOGUIDED_MODES or config.sampling.get("pretrained", "")):
+    logging.info("Autoguidance (config.sampling.autoguidance_weight=%g) is off: %s.",
+                 config.sampling.autoguidance_weight,
+                 "an exported file holds no guide"
+                 if config.sampling.get("pretrained", "") or mode == "export"
+                 else f"--mode={mode} does not use it")
+    config = config.copy_and_resolve_references()
+    config.sampling.autoguidance_weight = 0.0
   return JOBS[mode].setup(config, workdir)

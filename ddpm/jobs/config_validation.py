@@ -90,9 +90,13 @@ def validate_config(config) -> None:
     raise ValueError(f"config.sampling.guide_step={s.guide_step!r} must name the guide's "
                      "checkpoint step (>= 0) when config.sampling.autoguidance_weight="
                      f"{s.autoguidance_weight}.")
-  if s.autoguidance_weight != 0 and s.pretrained:
-    raise ValueError("config.sampling.autoguidance_weight needs the guide's checkpoint in the "
-                     f"workdir; it cannot be used with config.sampling.pretrained={s.pretrained!r}.")
+  for key in ("guide_t_min", "guide_t_max"):
+    if isinstance(s[key], bool) or not isinstance(s[key], int):
+      raise ValueError(f"config.sampling.{key}={s[key]!r} must be an integer time step.")
+  if s.guide_t_min < 0 or s.guide_t_max < -1 or (s.guide_t_max >= 0
+                                                 and s.guide_t_max < s.guide_t_min):
+    raise ValueError(f"config.sampling.guide_t_min={s.guide_t_min}, guide_t_max={s.guide_t_max}: "
+                     "allowed 0 <= guide_t_min <= guide_t_max, or guide_t_max=-1 (T - 1).")
   if not 0.0 <= config.optim.ema_decay < 1.0:
     raise ValueError(f"config.optim.ema_decay={config.optim.ema_decay} must be in [0, 1).")
   if not config.optim.learning_rate > 0:

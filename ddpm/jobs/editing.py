@@ -50,9 +50,6 @@ def validate_edit_config(config) -> None:
                      "or empty (test images).")
   if e.input and not os.path.exists(e.input):
     raise ValueError(f"config.edit.input={e.input} does not exist.")
-  if config.sampling.autoguidance_weight != 0:
-    raise ValueError(f"config.sampling.autoguidance_weight={config.sampling.autoguidance_weight}: "
-                     "autoguidance is for --mode=sample, eval and synthesize; allowed here: 0.")
 
 
 def load_images(config) -> np.ndarray:

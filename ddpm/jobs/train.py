@@ -95,6 +95,27 @@ def check_folder(workdir: str, folder: image_folder.ImageFolder, num_classes: in
     logging.warning("Could not write %s (%s).", path, e.strerror or e)
 
 
+def guide_checkpoint_kept(training, sampling) -> bool:
+  """Whether a run with these `training` settings saves, and keeps for good, the checkpoint at
+  sampling.guide_step that autoguidance reads: a multiple of checkpoint_every_steps and of
+  keep_every_steps (retention deletes the others once keep_checkpoints newer ones exist)."""
+  step = sampling.guide_step
+  return (step > 0 and step % training.checkpoint_every_steps == 0
+          and training.keep_every_steps > 0 and step % training.keep_every_steps == 0)
+
+
+def warn_if_guide_not_kept(config) -> None:
+  """A warning when config.sampling asks for autoguidance by a checkpoint this run will not
+  keep (`guide_checkpoint_kept`): --mode=sample would then stop and ask for it."""
+  t, s = config.training, config.sampling
+  if generation.autoguided(s) and s.guide_step < t.num_train_steps and not guide_checkpoint_kept(t, s):
+    logging.warning(
+        "config.sampling.guide_step=%d (autoguidance) is not a checkpoint this run keeps "
+        "(training.checkpoint_every_steps=%d, keep_every_steps=%d): sampling with autoguidance "
+        "will need it; set training.keep_every_steps to a divisor of it.", s.guide_step,
+        t.checkpoint_every_steps, t.keep_every_steps)
+
+
 def prepare_workdir(workdir: str) -> str:
   """Creates `workdir` if needed; one-line errors if it is a file or not writable."""
   workdir = os.path.abspath(workdir)
@@ -142,6 +163,7 @@ class Trainer:
   stop_requested: int = 0  # The signal number once SIGTERM/SIGINT arrived.
   skipped_steps: int = 0  # Steps whose non-finite update was skipped (nan_policy=skip).
   failed_writes: dict = dataclasses.field(default_factory=dict)  # Kind -> count (full disk).
+  guide_replicated: Any = None  # Autoguidance's guide for the grids, once its checkpoint exists.
 
   @staticmethod
   def validate(config) -> None:
@@ -158,6 +180,7 @@ class Trainer:
     """
     cls.validate(config)
     input_pipeline.local_batch_size(config.training.batch_size)  # Divisible by devices.
+    warn_if_guide_not_kept(config)
     workdir = prepare_workdir(workdir)
     # Unknown dataset, or an image folder that is empty or holds a bad image -> error.
     builder = input_pipeline.get_builder(config.data, config.model.num_classes)
@@ -207,23 +230,54 @@ class Trainer:
 
   @functools.cached_property
   def _generate_fn(self):
+    """The grids' sampler without autoguidance (before its guide checkpoint exists)."""
     c = self.config
     sampling = c.sampling.copy_and_resolve_references()
-    sampling.autoguidance_weight = 0.0  # Grids are of the model alone (no guide checkpoint yet).
+    sampling.autoguidance_weight = 0.0
     return generation.make_generate_fn(self.model, self.schedule, sampling, c.diffusion,
                                        self._grid_per_device, build.image_shape(c))
+
+  @functools.cached_property
+  def _guided_generate_fn(self):
+    c = self.config
+    return generation.make_generate_fn(self.model, self.schedule, c.sampling, c.diffusion,
+                                       self._grid_per_device, build.image_shape(c))
+
+  def _grid_guide(self, ema_params_replicated, step: int):
+    """With config.sampling's autoguidance, the guide's replicated parameters once a checkpoint
+    at sampling.guide_step < step is saved (read once); else None (the grid is unguided)."""
+    s = self.config.sampling
+    if not generation.autoguided(s) or not s.guide_step < step:
+      return None
+    if self.guide_replicated is None:
+      checkpointing.wait_until_finished(self.manager)
+      if s.guide_step not in self.manager.all_steps():
+        return None
+      template = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
+                                        ema_params_replicated)
+      which = "ema_params" if s.guide_use_ema else "params"
+      guide = checkpointing.restore_params(self.manager, s.guide_step, template, self.meta, which)
+      self.guide_replicated = jax_utils.replicate(guide, axis_name=replicas.AXIS)
+      logging.info("Sample grids from now on: autoguided (weight %g) by the %s parameters of "
+                   "step %d.", s.autoguidance_weight, "EMA" if s.guide_use_ema else "raw",
+                   s.guide_step)
+    return self.guide_replicated
 
   def sample_grid(self, ema_params_replicated, step: int) -> tuple[str, np.ndarray]:
     """Draws `training.num_sample_images` images from the EMA parameters into a PNG grid.
 
     The key is the same at every step, so successive grids show the same noise denoised by
-    better and better parameters.
+    better and better parameters. With config.sampling's autoguidance, grids after its guide
+    checkpoint are guided by it, as `--mode=sample` draws.
     """
     c = self.config
     key = jax.random.fold_in(jax.random.PRNGKey(c.sampling.seed), 0)
     num = c.training.num_sample_images
-    images = generation.generate(self._generate_fn, ema_params_replicated, key, num,
-                                 self._grid_per_device, generation.sample_labels(c, num))
+    guide = self._grid_guide(ema_params_replicated, step)
+    fn, params = ((self._generate_fn, ema_params_replicated) if guide is None else
+                  (self._guided_generate_fn, (ema_params_replicated, guide)))
+    images = generation.generate(fn, params, key, num, self._grid_per_device,
+                                 generation.sample_labels(c, num))
     path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
     grid = grids.make_grid(images, generation.grid_columns(c, num))
     if distributed.is_main_process():  # Every process draws (pmap spans them all); one writes.

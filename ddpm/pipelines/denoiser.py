@@ -16,14 +16,16 @@ from ddpm.diffusion import guidance
 
 
 def make_denoise_fn(model: nn.Module, params, labels=None, guidance_weight: float = 0.0,
-                    guide_params=None, autoguidance_weight: float = 0.0):
+                    guide_params=None, autoguidance_weight: float = 0.0,
+                    guide_t_range: tuple[int, int] | None = None):
   """f(x_t, t) -> model output, with dropout off.
 
   For a class-conditional model (model.num_classes > 0): the output for `labels` [B] guided
   with weight `guidance_weight` (`ddpm.diffusion.guidance.guided_denoise_fn`), or without labels the
   unconditional output (the null label). An unconditional model takes neither.
   With `autoguidance_weight` w != 0, the result is (1 + w) f - w f_guide, where f_guide is the
-  same function of `guide_params` (`ddpm.diffusion.guidance.autoguided_denoise_fn`).
+  same function of `guide_params` (`ddpm.diffusion.guidance.autoguided_denoise_fn`), for the
+  time steps in `guide_t_range` (lo, hi) only, if given.
   """
   if autoguidance_weight != 0:
     if guide_params is None:
@@ -31,7 +33,8 @@ def make_denoise_fn(model: nn.Module, params, labels=None, guidance_weight: floa
                        "guide's parameters (config.sampling.guide_step).")
     return guidance.autoguided_denoise_fn(
         make_denoise_fn(model, params, labels, guidance_weight),
-        make_denoise_fn(model, guide_params, labels, guidance_weight), autoguidance_weight)
+        make_denoise_fn(model, guide_params, labels, guidance_weight), autoguidance_weight,
+        guide_t_range)
   num_classes = getattr(model, "num_classes", 0)
   if num_classes == 0:
     if labels is not None:

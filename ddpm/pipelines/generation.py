@@ -48,6 +48,9 @@ def sampler_name(sampling_config) -> str:
     name += f"_class{s.class_label}"
   if autoguided(s):
     name += f"_ag{s.autoguidance_weight:g}_guide{s.guide_step}{'' if s.guide_use_ema else 'raw'}"
+    lo, hi = int(s.get("guide_t_min", 0)), int(s.get("guide_t_max", -1))
+    if (lo, hi) != (0, -1):
+      name += f"_t{lo}-{hi if hi >= 0 else 'T'}"
   return name
 
 
@@ -56,10 +59,26 @@ def autoguided(sampling_config) -> bool:
   return float(sampling_config.get("autoguidance_weight", 0.0)) != 0.0
 
 
-def evaluations_per_step(sampling_config) -> int:
-  """Network evaluations per sampler evaluation: 2 with autoguidance (the model and its
-  guide), else 1 (classifier-free guidance runs one call on a doubled batch)."""
-  return 2 if autoguided(sampling_config) else 1
+def guide_t_range(sampling_config, num_timesteps: int) -> tuple[int, int] | None:
+  """The time steps (lo, hi) autoguidance applies to (config.sampling.guide_t_min and
+  guide_t_max, -1: T - 1), or None for all of them."""
+  s = sampling_config
+  lo, hi = int(s.get("guide_t_min", 0)), int(s.get("guide_t_max", -1))
+  hi = num_timesteps - 1 if hi < 0 else min(hi, num_timesteps - 1)
+  return None if (lo, hi) == (0, num_timesteps - 1) else (lo, hi)
+
+
+def network_evaluations(sampling_config, num_timesteps: int) -> int:
+  """Network evaluations per image of config.sampling's sampler: one per sampler evaluation
+  (`samplers.evaluation_timesteps`; classifier-free guidance runs one call on a doubled batch),
+  plus one of the guide at each evaluation inside autoguidance's time steps."""
+  s = sampling_config
+  ts = samplers.evaluation_timesteps(
+      s.method, schedules.sampling_timesteps(num_timesteps, s.num_steps, s.spacing))
+  if not autoguided(s):
+    return len(ts)
+  lo, hi = guide_t_range(s, num_timesteps) or (0, num_timesteps - 1)
+  return len(ts) + int(np.sum((ts >= lo) & (ts <= hi)))
 
 
 def sampler_kwargs(sampling_config, diffusion_config) -> dict:
@@ -78,6 +97,7 @@ def make_generate_fn(model: nn.Module, schedule: Schedule, sampling_config, diff
   conditional = getattr(model, "num_classes", 0) > 0
   w = float(sampling_config.get("guidance_weight", 0.0))
   w_auto = float(sampling_config.get("autoguidance_weight", 0.0))
+  t_range = guide_t_range(sampling_config, schedule.num_timesteps)
 
   def generate_one(params, keys, labels):
     guide = None
@@ -87,7 +107,7 @@ def make_generate_fn(model: nn.Module, schedule: Schedule, sampling_config, diff
                          "pair (model's, guide's); got one set (see `generation.draw`).")
       params, guide = params
     denoise = denoiser.make_denoise_fn(model, params, labels if conditional else None, w,
-                                       guide, w_auto)
+                                       guide, w_auto, t_range)
     out = samplers.sample(method, denoise, schedule, keys,
                           (per_device,) + tuple(image_shape), **kwargs)
     return out.samples

@@ -48,6 +48,7 @@ def nfe(method, steps):
 
 def time_sampler(job, method, steps, spacing, batch, repeats=1):
   c = mnist.get_config()
+  c.sampling.autoguidance_weight = 0.0  # This table times and scores each sampler alone.
   c.sampling.method, c.sampling.num_steps, c.sampling.spacing = method, steps, spacing
   per_device = -(-batch // jax.local_device_count())
   fn = generation.make_generate_fn(build.create_model(c), schedules.schedule_from_config(c.diffusion),
@@ -86,6 +87,7 @@ def main():
   p.add_argument("--num_images", type=int, default=1000)
   args = p.parse_args()
   c = mnist.get_config()
+  c.sampling.autoguidance_weight = 0.0  # This table times and scores each sampler alone.
   job = SampleJob.setup(c, args.workdir)
   with open(os.path.join(args.workdir, "eval", f"{job.step}.json")) as f:
     ev = json.load(f)
@@ -94,7 +96,7 @@ def main():
   rows = []
   for method, steps, spacing in SAMPLERS:
     sc = mnist.get_config().sampling
-    sc.method, sc.num_steps, sc.spacing = method, steps, spacing
+    sc.method, sc.num_steps, sc.spacing, sc.autoguidance_weight = method, steps, spacing, 0.0
     name = f"{generation.sampler_name(sc)}_seed0_step{job.step}"
     q = ev["samples"].get(name)
     if q is None:

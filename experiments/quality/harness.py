@@ -26,7 +26,8 @@ One run at a time on an idle machine: two runs on 2 cores distort each other's m
 A sampler is method:steps[:spacing][:ag=W@STEP] (spacing default uniform); its NFE is steps,
 or 2 steps - 1 for Heun, per network. ag=W@STEP adds autoguidance of weight W by the EMA
 parameters of the same run's checkpoint STEP (ag=W@STEPraw: its raw parameters), which doubles
-the network evaluations (`--config.sampling.autoguidance_weight`).
+the network evaluations (`--config.sampling.autoguidance_weight`); ag=W@STEP/LO-HI guides only
+the evaluations at time steps LO..HI, and counts the guide's evaluations there alone.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
 METHODS = ("ddpm", "ddim", "dpm_solver_pp_2m", "heun")
 SPACINGS = ("uniform", "trailing", "quadratic")
+NUM_TIMESTEPS = 1000  # T of the configs this harness runs (MNIST, Fashion-MNIST), for the NFE.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,20 +62,22 @@ class Sampler:
   autoguidance_weight: float = 0.0
   guide_step: int = -1
   guide_use_ema: bool = True
+  guide_t_min: int = 0
+  guide_t_max: int = -1
 
   def sampling_config(self) -> ml_collections.ConfigDict:
     """The config.sampling keys this sampler sets."""
     return ml_collections.ConfigDict(dict(
         method=self.method, num_steps=self.steps, spacing=self.spacing, eta=0.0,
         variance="beta_tilde", autoguidance_weight=self.autoguidance_weight,
-        guide_step=self.guide_step, guide_use_ema=self.guide_use_ema))
+        guide_step=self.guide_step, guide_use_ema=self.guide_use_ema,
+        guide_t_min=self.guide_t_min, guide_t_max=self.guide_t_max))
 
   @property
   def nfe(self) -> int:
     """Network evaluations per image: Heun's last step is Euler (ddpm.diffusion.samplers);
     autoguidance evaluates the guide too."""
-    per_network = 2 * self.steps - 1 if self.method == "heun" else self.steps
-    return per_network * generation.evaluations_per_step(self.sampling_config())
+    return generation.network_evaluations(self.sampling_config(), NUM_TIMESTEPS)
 
   @property
   def label(self) -> str:
@@ -81,6 +85,8 @@ class Sampler:
     if self.autoguidance_weight:
       guide = (f", autoguidance {self.autoguidance_weight:g} by step {self.guide_step}"
                f"{'' if self.guide_use_ema else ' raw'}")
+      if (self.guide_t_min, self.guide_t_max) != (0, -1):
+        guide += f" at t {self.guide_t_min}-{self.guide_t_max if self.guide_t_max >= 0 else 'T'}"
     return f"{self.method} {self.steps} {self.spacing}{guide} ({self.nfe} NFE)"
 
   def overrides(self) -> list[str]:
@@ -109,16 +115,22 @@ def parse_samplers(spec: str) -> list[Sampler]:
     guide = {}
     if len(parts) == 4:
       w, _, step = parts[3].removeprefix("ag=").partition("@")
+      step, _, interval = step.partition("/")
       raw = step.endswith("raw")
       step = step.removesuffix("raw")
+      lo, _, hi = interval.partition("-")
       try:
         weight = float(w)
       except ValueError:
         weight = -1.0
-      if not parts[3].startswith("ag=") or not step.isdigit() or not weight > 0:
-        raise ValueError(f"sampler {item!r}: autoguidance {parts[3]!r}; expected ag=W@STEP or "
-                         "ag=W@STEPraw with W > 0 and STEP a checkpoint step")
+      if (not parts[3].startswith("ag=") or not step.isdigit() or not weight > 0
+          or (interval and not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi)))):
+        raise ValueError(f"sampler {item!r}: autoguidance {parts[3]!r}; expected ag=W@STEP, "
+                         "ag=W@STEPraw, optionally /LO-HI (guided time steps), with W > 0, STEP "
+                         "a checkpoint step and LO <= HI")
       guide = dict(autoguidance_weight=weight, guide_step=int(step), guide_use_ema=not raw)
+      if interval:
+        guide |= dict(guide_t_min=int(lo), guide_t_max=int(hi))
     out.append(Sampler(parts[0], int(parts[1]), spacing, **guide))
   if not out:
     raise ValueError("no sampler given; e.g. --samplers=heun:10:trailing")

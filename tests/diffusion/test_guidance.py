@@ -212,3 +212,29 @@ def test_labels_and_guidance_on_an_unconditional_model_are_errors(conditional_un
     uncond.apply({"params": p}, x, t, jnp.zeros((4,), jnp.int32))
   with pytest.raises(ValueError, match="guidance_weight=2.0 needs a class-conditional model"):
     denoiser.make_denoise_fn(uncond, p, None, 2.0)
+
+
+@given(st.integers(0, 2**31 - 1), st.floats(0.1, 3.0), st.integers(0, 999), st.integers(0, 999))
+def test_autoguidance_in_a_time_step_interval_guides_inside_and_skips_the_guide_outside(
+    seed, w, a, b):
+  lo, hi = sorted((a, b))
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+  x = jax.random.normal(k1, (6, 2, 2, 1))
+  t = jax.random.randint(k2, (6,), 0, 1000)
+  guide_calls = []
+
+  def guide(x, t):
+    jax.debug.callback(lambda: guide_calls.append(1))
+    return 0.5 * x - 0.001 * t[:, None, None, None]
+
+  main = lambda x, t: 1.5 * x + 0.002 * t[:, None, None, None]
+  out = guidance.autoguided_denoise_fn(main, guide, w, (lo, hi))(x, t)
+  jax.effects_barrier()
+  inside = ((t >= lo) & (t <= hi))[:, None, None, None]
+  # The guide runs only when some example is inside (one lax.cond branch per call).
+  assert len(guide_calls) == int(bool(jnp.any(inside)))
+  want = jnp.where(inside, (1 + w) * main(x, t) - w * guide(x, t), main(x, t))
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+  everywhere = guidance.autoguided_denoise_fn(main, guide, w, (0, 999))(x, t)
+  np.testing.assert_allclose(everywhere, (1 + w) * main(x, t) - w * guide(x, t), rtol=1e-5,
+                             atol=1e-5)

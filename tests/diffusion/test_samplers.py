@@ -127,3 +127,27 @@ def test_with_a_key_per_example_samples_do_not_depend_on_the_batching(method):
   np.testing.assert_allclose(whole, jnp.concatenate(parts), rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match="2 per-example keys for a batch of 3"):
     samplers.sample(method, f, S, keys[:2], SHAPE, num_steps=15)
+
+
+def _recording(calls):
+  """A denoiser that records the time step of every call as it runs (inside lax.scan too)."""
+  def f(x, t):
+    jax.debug.callback(lambda tt: calls.append(int(tt[0])), t, ordered=True)
+    return oracle("eps")(x, t)
+  return f
+
+
+@pytest.mark.parametrize("method", samplers.SAMPLERS)
+@pytest.mark.parametrize("steps,spacing", [(1, "trailing"), (4, "trailing"), (6, "quadratic"),
+                                           (5, "uniform")])
+def test_evaluation_timesteps_are_the_steps_each_sampler_evaluates_the_network_at(
+    method, steps, spacing):
+  ts = schedules.sampling_timesteps(1000, steps, spacing)
+  calls = []
+  out = samplers.sample(method, _recording(calls), S, jax.random.PRNGKey(0), SHAPE,
+                        num_steps=steps, spacing=spacing)
+  jax.block_until_ready(out.samples)
+  jax.effects_barrier()
+  want = samplers.evaluation_timesteps(method, ts)
+  assert calls == want.tolist()
+  assert len(want) == (2 * steps - 1 if method == "heun" else steps)

@@ -1,13 +1,18 @@
 """Autoguidance in the jobs (config.sampling.autoguidance_weight, guide_step): a run's earlier
 checkpoint guides a later one in --mode=sample; its bad inputs are one-line errors."""
 
+import logging
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 from configs import tiny
-from ddpm.jobs import config_validation, denoise as denoise_job, restore, sample as sample_job
+from ddpm import jobs
+from ddpm.jobs import config_validation, restore, sample as sample_job, train as train_job
 from ddpm.runtime import checkpointing
 from tiny_state import tiny_state
 
@@ -56,6 +61,12 @@ def test_a_guide_equal_to_the_model_changes_nothing_and_an_earlier_checkpoint_do
                                       str(workdir)).run()
   assert guided["npz"].endswith("_ag1_guide1_seed0_step2.npz")
   assert np.mean(np.abs(guided["images"].astype(int) - plain["images"].astype(int))) > 1.0
+  # Guidance limited to time steps the sampler never visits (DDIM 3 of T = 100: 0, 33, 66)
+  # leaves the model alone, exactly.
+  none = sample_job.SampleJob.setup(config(autoguidance_weight=1.0, guide_step=1, guide_t_min=90),
+                                    str(workdir)).run()
+  assert none["npz"].endswith("_ag1_guide1_t90-T_seed0_step2.npz")
+  np.testing.assert_array_equal(none["images"], plain["images"])
 
 
 def test_the_guide_is_the_named_checkpoint_ema_or_raw(workdir):
@@ -79,9 +90,10 @@ def test_the_guide_is_the_named_checkpoint_ema_or_raw(workdir):
      r"^config.sampling.autoguidance_weight=-0.5 must be finite and >= 0 \(0: off\)\.$"),
     ({"autoguidance_weight": 1.0},
      r"^config.sampling.guide_step=-1 must name the guide's checkpoint step \(>= 0\) when "),
-    ({"autoguidance_weight": 1.0, "guide_step": 1, "pretrained": "model.safetensors"},
-     r"^config.sampling.autoguidance_weight needs the guide's checkpoint in the workdir; it "
-     r"cannot be used with config.sampling.pretrained"),
+    ({"guide_t_min": 50, "guide_t_max": 10},
+     r"^config.sampling.guide_t_min=50, guide_t_max=10: allowed 0 <= guide_t_min <= "
+     r"guide_t_max, or guide_t_max=-1 \(T - 1\)\.$"),
+    ({"guide_t_max": True}, r"^config.sampling.guide_t_max=True must be an integer time step\.$"),
 ])
 def test_bad_autoguidance_values_are_one_line_errors(sampling, match):
   with pytest.raises(ValueError, match=match) as e:
@@ -89,11 +101,43 @@ def test_bad_autoguidance_values_are_one_line_errors(sampling, match):
   assert "\n" not in str(e.value)
 
 
-def test_a_missing_guide_checkpoint_and_an_editing_mode_are_one_line_errors(workdir):
+def test_a_missing_guide_checkpoint_is_a_one_line_error_naming_the_key(workdir):
   with pytest.raises(ValueError, match=r"^config.sampling.guide_step=7: checkpoint step 7 is not "
                                        r"in .*; available: \[1, 2\]\.$"):
     sample_job.SampleJob.setup(config(autoguidance_weight=1.0, guide_step=7), str(workdir))
-  with pytest.raises(ValueError, match=r"^config.sampling.autoguidance_weight=1.0: autoguidance "
-                                       r"is for --mode=sample, eval and synthesize; allowed here: "
-                                       r"0\.$"):
-    denoise_job.DenoiseJob.setup(config(autoguidance_weight=1.0, guide_step=1), str(workdir))
+
+
+def test_modes_without_autoguidance_and_exported_files_run_without_it(workdir, caplog):
+  """A config whose sampler is autoguided (as configs/mnist.py's) still runs every mode: the
+  editing modes and files of --mode=export (which hold no guide) sample with the model alone."""
+  c = config(autoguidance_weight=1.0, guide_step=1)
+  c.edit.num_images, c.edit.num_steps = 2, 4
+  with caplog.at_level(logging.INFO):
+    job = jobs.setup_job("denoise", c, str(workdir))
+  assert job.config.sampling.autoguidance_weight == 0.0 and c.sampling.autoguidance_weight == 1.0
+  assert "Autoguidance (config.sampling.autoguidance_weight=1) is off: --mode=denoise" in caplog.text
+  assert jobs.setup_job("sample", c, str(workdir)).guide_params is not None
+  exported = jobs.setup_job("export", c, str(workdir)).run()
+  assert "autoguidance_weight" not in exported["settings"]["sampling"]
+  c.sampling.pretrained = exported["path"]
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    job = jobs.setup_job("sample", c, str(workdir / "from_file"))
+  assert job.guide_params is None and job.config.sampling.autoguidance_weight == 0.0
+  assert "is off: an exported file holds no guide" in caplog.text
+
+
+@given(st.integers(1, 6), st.integers(0, 6), st.integers(1, 3), st.integers(0, 60))
+def test_the_guide_is_kept_exactly_when_retention_keeps_its_checkpoint(every, keep_every, keep,
+                                                                        guide_step):
+  """Retention as the trainer applies it (checkpoints at multiples of checkpoint_every_steps;
+  the newest keep_checkpoints, and every multiple of keep_every_steps, survive) over a run long
+  enough for the guide's checkpoint to have aged out: the guide survives iff
+  `guide_checkpoint_kept` says so."""
+  training = ml_collections.ConfigDict(dict(checkpoint_every_steps=every,
+                                            keep_every_steps=keep_every, keep_checkpoints=keep))
+  sampling = ml_collections.ConfigDict(dict(guide_step=guide_step))
+  total = guide_step + (keep + 1) * every
+  saved = [s for s in range(every, total + 1, every)]
+  survivors = set(saved[-keep:]) | {s for s in saved if keep_every and s % keep_every == 0}
+  assert train_job.guide_checkpoint_kept(training, sampling) == (guide_step in survivors)
