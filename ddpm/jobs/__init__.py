@@ -32,9 +32,9 @@ JOBS = {"train": train.Trainer, "sample": sample.SampleJob, "eval": evaluate.Eva
         "denoise": denoise.DenoiseJob, "synthesize": synthesize.SynthesizeJob,
         "anomaly": anomaly.AnomalyJob, "export": export.ExportJob}
 MODES = tuple(JOBS)
-# The modes that draw with config.sampling's autoguidance (training: its grids); the others,
-# and any mode reading an exported file (which holds no guide), run without it.
-AUTOGUIDED_MODES = ("train", "sample", "eval", "synthesize")
+# The modes that draw with config.sampling's autoguidance (training: its grids; export: writes
+# the guide into the file); the others, and files exported without a guide, run without it.
+AUTOGUIDED_MODES = ("train", "sample", "eval", "synthesize", "export")
 
 
 def _check_pretrained(mode: str, config) -> None:
@@ -70,6 +70,7 @@ def setup_job(mode: str, config, workdir: str):
                      f"{jax.process_count()} processes; allowed: --mode=train with several "
                      f"processes, other modes with one (--distributed=off).")
   _check_pretrained(mode, config)
+  settings = {}
   if config.sampling.get("pretrained", ""):
     path = config.sampling.pretrained
     try:
@@ -77,12 +78,11 @@ def setup_job(mode: str, config, workdir: str):
     except ValueError as e:
       raise ValueError(f"config.sampling.pretrained: {e}") from None
     config = pretrained.config_with_settings(config, settings, f"config.sampling.pretrained={path}")
-  if generation.autoguided(config.sampling) and (
-      mode not in AUTOGUIDED_MODES or config.sampling.get("pretrained", "")):
+  unguided_file = config.sampling.get("pretrained", "") and "autoguidance" not in settings
+  if generation.autoguided(config.sampling) and (mode not in AUTOGUIDED_MODES or unguided_file):
     logging.info("Autoguidance (config.sampling.autoguidance_weight=%g) is off: %s.",
                  config.sampling.autoguidance_weight,
-                 "an exported file holds no guide"
-                 if config.sampling.get("pretrained", "") or mode == "export"
+                 "the file was exported without a guide" if unguided_file
                  else f"--mode={mode} does not use it")
     config = config.copy_and_resolve_references()
     config.sampling.autoguidance_weight = 0.0

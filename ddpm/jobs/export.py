@@ -6,7 +6,9 @@ EMA or raw parameters). It is written to config.export.path, or by default to
 settings in the file's metadata and in a .json of the same name beside it
 (`ddpm.pipelines.pretrained`). `ddpm.load_pretrained(path)` then rebuilds the model without
 the workdir or config file, and every sampling, evaluation and editing mode reads the file
-with --config.sampling.pretrained=<path>.
+with --config.sampling.pretrained=<path>. When config.sampling asks for autoguidance, the
+guide's parameters (checkpoint sampling.guide_step) go into the same file, so that sampling
+from the file is guided as sampling from the workdir is.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class ExportJob:
   workdir: str
   params: object
   step: int
+  guide_params: object = None  # Autoguidance's guide, exported with the model when asked for.
 
   @staticmethod
   def validate(config) -> None:
@@ -72,7 +75,8 @@ class ExportJob:
     """Checks inputs and restores the chosen checkpoint; one-line errors for bad input."""
     cls.validate(config)
     check_training_config(config, workdir)
-    return cls(config, *restore.restore_params(config, workdir))
+    return cls(config, *restore.restore_params(config, workdir),
+               restore.restore_guide_params(config, workdir))
 
   def default_path(self) -> str:
     weights = "ema" if self.config.sampling.use_ema else "params"
@@ -83,8 +87,10 @@ class ExportJob:
     """Writes the file and its .json; returns {"path", "json", "bytes", "num_params",
     "settings"} (see `pretrained.save_pretrained`)."""
     path = os.path.abspath(self.config.export.path or self.default_path())
-    out = pretrained.save_pretrained(path, self.config, self.params, self.step)
-    logging.info("Exported the %s parameters of checkpoint step %d to %s (%.2f MB, %d "
+    out = pretrained.save_pretrained(path, self.config, self.params, self.step, self.guide_params)
+    logging.info("Exported the %s parameters of checkpoint step %d%s to %s (%.2f MB, %d "
                  "parameters) and their settings to %s.", out["settings"]["weights"], self.step,
+                 "" if self.guide_params is None else
+                 f" and of its autoguidance guide (step {self.config.sampling.guide_step})",
                  path, out["bytes"] / 1e6, out["num_params"], out["json"])
     return out

@@ -74,10 +74,16 @@ def restore_params(config, workdir: str) -> tuple[str, object, int]:
 
 def restore_guide_params(config, workdir: str):
   """The autoguidance guide's parameters: checkpoint config.sampling.guide_step of `workdir`
-  (EMA or raw by config.sampling.guide_use_ema), or None when autoguidance is off."""
+  (EMA or raw by config.sampling.guide_use_ema), or the guide exported in the file of
+  config.sampling.pretrained; None when autoguidance is off."""
   s = config.sampling
   if not s.autoguidance_weight:
     return None
+  if s.pretrained:  # The guide exported with the file.
+    params, _ = pretrained.load_params(s.pretrained, config, guide=True)
+    logging.info("Autoguidance: the guide is the one exported in %s, weight %g.", s.pretrained,
+                 s.autoguidance_weight)
+    return params
   guide_config = config.copy_and_resolve_references()
   guide_config.sampling.pretrained = ""
   guide_config.sampling.checkpoint_step = s.guide_step

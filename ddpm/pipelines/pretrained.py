@@ -5,7 +5,7 @@ in the file's metadata (`ddpm.runtime.weights_file`) and the same settings as a 
 it; `load_pretrained` rebuilds everything sampling needs from the file alone:
 
     p = ddpm.load_pretrained("model_step20000_ema.safetensors")
-    images, _ = ddpm.draw(p.config, p.params, 16)  # The exporting run's sampler settings.
+    images, _ = ddpm.draw(p.config, p.params, 16, guide_params=p.guide_params)  # Its sampler.
     # ddpm.sample directly: pass the model's prediction type (eps, x0 or v) with the sampler.
     out = ddpm.sample("ddim", p.denoise_fn(), p.schedule, jax.random.PRNGKey(0),
                       (16,) + p.image_shape, num_steps=50,
@@ -17,10 +17,14 @@ The settings (a JSON object):
   diffusion        config.diffusion, every key (the schedule and the prediction type)
   data             config.data.dataset, image_size and channels (images are H = W = image_size)
   sampling         config.sampling of the exporting run, less where the weights came from
-                   (pretrained, checkpoint_step, use_ema) and autoguidance (its guide is
-                   another checkpoint of the run): the defaults of `Pretrained.config`
+                   (pretrained, checkpoint_step, use_ema) and autoguidance (below): the
+                   defaults of `Pretrained.config`
   checkpoint_step  the training step of the weights
   weights          "ema" (the EMA parameters) or "params" (the raw ones)
+  autoguidance     only when the exporting config samples with autoguidance: its weight,
+                   guide_step, guide_use_ema, guide_t_min and guide_t_max; the guide's
+                   parameters are then in the file too, under the top-level key
+                   "autoguidance_guide" (tensors "autoguidance_guide/<path>")
 
 A job given such a file (config.sampling.pretrained) runs with `config_with_settings(config,
 settings)`: the model, diffusion and data keys above replaced by the file's, so the samples are
@@ -47,8 +51,10 @@ from ddpm.runtime import checkpointing, storage, weights_file
 SECTIONS = ("model", "diffusion")  # Replaced whole.
 DATA_KEYS = ("dataset", "image_size", "channels")
 # Where a job's weights come from: not the model's settings.
-SOURCE_KEYS = ("pretrained", "checkpoint_step", "use_ema", "autoguidance_weight", "guide_step",
-               "guide_use_ema")
+AUTOGUIDANCE_KEYS = ("autoguidance_weight", "guide_step", "guide_use_ema", "guide_t_min",
+                     "guide_t_max")
+SOURCE_KEYS = ("pretrained", "checkpoint_step", "use_ema") + AUTOGUIDANCE_KEYS
+GUIDE = "autoguidance_guide"  # The guide's subtree in a file that holds one.
 WEIGHTS = ("ema", "params")
 SUFFIX = weights_file.SUFFIX
 
@@ -64,18 +70,28 @@ def _tuples(value):
   return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def settings_of(config, step: int = 0) -> dict:
+def settings_of(config, step: int = 0, guided: bool = False) -> dict:
   """The settings exported with `config`'s weights of training step `step` (see the module
-  docstring), as a JSON-ready dict: tuples are lists."""
+  docstring), as a JSON-ready dict: tuples are lists. `guided`: the file holds the guide of
+  config.sampling's autoguidance too, whose settings go under "autoguidance"."""
   sampling = {k: v for k, v in config.sampling.to_dict().items() if k not in SOURCE_KEYS}
-  return jsonable({
+  settings = {
       "model": config.model.to_dict(),
       "diffusion": config.diffusion.to_dict(),
       "data": {k: config.data[k] for k in DATA_KEYS},
       "sampling": sampling,
       "checkpoint_step": int(step),
       "weights": "ema" if config.sampling.use_ema else "params",
-  })
+  }
+  if guided:
+    settings["autoguidance"] = {k: config.sampling[k] for k in AUTOGUIDANCE_KEYS}
+  return jsonable(settings)
+
+
+def split_guide(tree: dict) -> tuple[dict, dict | None]:
+  """(the model's parameters, the guide's or None) of a file's parameter tree."""
+  tree = dict(tree)
+  return tree, tree.pop(GUIDE, None)
 
 
 def _section(settings: dict, name: str, source: str) -> dict:
@@ -125,6 +141,10 @@ def config_with_settings(config, settings: dict, source: str = "the settings"):
       raise ValueError(f"{source}: its settings have {section}.{key}={value!r}, which config."
                        f"{section}.{key} cannot take ({str(e).splitlines()[0]}).") from None
   config.sampling.use_ema = settings.get("weights", "ema") == "ema"
+  guide = settings.get("autoguidance") or {}
+  for key in ("guide_step", "guide_use_ema"):  # Which guide the file holds, if any.
+    if key in guide:
+      config.sampling[key] = guide[key]
   return config
 
 
@@ -135,6 +155,7 @@ def config_from_settings(settings: dict, source: str = "the settings") -> ml_col
   sampling = dict(settings.get("sampling") or {})
   sampling.update(use_ema=settings.get("weights", "ema") == "ema", pretrained="",
                   checkpoint_step=int(settings.get("checkpoint_step", 0)))
+  sampling.update(settings.get("autoguidance") or {})
   return ml_collections.ConfigDict({
       "model": {k: _tuples(v) for k, v in settings["model"].items()},
       "diffusion": dict(settings["diffusion"]),
@@ -173,18 +194,25 @@ def check_params(params, template, source: str):
   return params
 
 
-def load_params(path: str, config) -> tuple[object, dict]:
+def load_params(path: str, config, guide: bool = False) -> tuple[object, dict]:
   """(params, settings) of the file at `path` for `config`'s model: one-line ValueError when
   `config` is not the file's (a model, diffusion or data value differs: set the config up with
-  `config_with_settings`, as `ddpm.jobs.setup_job` does) or the shapes differ."""
+  `config_with_settings`, as `ddpm.jobs.setup_job` does) or the shapes differ. With `guide`,
+  the parameters are those of its autoguidance guide (one-line ValueError if it holds none)."""
   source = f"config.sampling.pretrained={path}"
-  params, settings = weights_file.load(path)
+  tree, settings = weights_file.load(path)
   for section, key, value in _replaced(settings, source):
     mine = jsonable(config[section].get(key)) if key in config[section] else "missing"
     if mine != value:
       raise ValueError(f"{source} was exported with {section}.{key}={value!r}, but config."
                        f"{section}.{key}={mine!r}; set the job up with ddpm.jobs.setup_job (it "
                        "takes the file's settings) or pipelines.pretrained.config_with_settings.")
+  params, guide_params = split_guide(tree)
+  if guide:
+    if guide_params is None:
+      raise ValueError(f"{source} holds no autoguidance guide (exported from a config without "
+                       "autoguidance); allowed: config.sampling.autoguidance_weight=0.")
+    return check_params(guide_params, param_template(config), source + " (its guide)"), settings
   return check_params(params, param_template(config), source), settings
 
 
@@ -196,6 +224,7 @@ class Pretrained:
   params: object
   schedule: Schedule
   config: ml_collections.ConfigDict
+  guide_params: object = None  # The autoguidance guide's, when the file holds one.
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -209,8 +238,15 @@ class Pretrained:
 
   def denoise_fn(self, labels=None, guidance_weight: float = 0.0):
     """f(x_t, t) of these weights for `ddpm.sample` (`ddpm.pipelines.denoiser.make_denoise_fn`):
-    class-conditional models take `labels` [B] and a guidance weight."""
-    return denoiser.make_denoise_fn(self.model, self.params, labels, guidance_weight)
+    class-conditional models take `labels` [B] and a guidance weight. A file that holds a guide
+    gives the autoguided function of its settings (`config.sampling`)."""
+    s = self.config.sampling
+    if self.guide_params is None or not s.get("autoguidance_weight", 0.0):
+      return denoiser.make_denoise_fn(self.model, self.params, labels, guidance_weight)
+    lo, hi = s.get("guide_t_min", 0), s.get("guide_t_max", -1)
+    t_range = None if (lo, hi) == (0, -1) else (lo, self.schedule.num_timesteps - 1 if hi < 0 else hi)
+    return denoiser.make_denoise_fn(self.model, self.params, labels, guidance_weight,
+                                    self.guide_params, s.autoguidance_weight, t_range)
 
 
 def load_pretrained(path: str) -> Pretrained:
@@ -218,7 +254,8 @@ def load_pretrained(path: str) -> Pretrained:
   .safetensors file at `path` written by `--mode=export` / `save_pretrained`; no workdir or
   config file needed. One-line ValueError for a missing file, a file that is not safetensors,
   one without ddpm metadata, or parameters that do not fit the model of its settings."""
-  params, settings = weights_file.load(path)
+  tree, settings = weights_file.load(path)
+  params, guide_params = split_guide(tree)
   config = config_from_settings(settings, path)
   try:
     model = build.create_model(config)
@@ -228,7 +265,9 @@ def load_pretrained(path: str) -> Pretrained:
     reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
     raise ValueError(f"{path}: its settings do not build a model ({reason}).") from None
   config.sampling.pretrained = os.path.abspath(path)
-  return Pretrained(model, check_params(params, template, path), schedule, config)
+  if guide_params is not None:
+    guide_params = check_params(guide_params, template, path + " (its guide)")
+  return Pretrained(model, check_params(params, template, path), schedule, config, guide_params)
 
 
 def settings_path(path: str) -> str:
@@ -236,23 +275,27 @@ def settings_path(path: str) -> str:
   return (path[:-len(SUFFIX)] if path.endswith(SUFFIX) else path) + ".json"
 
 
-def save_pretrained(path: str, config, params, step: int = 0) -> dict:
-  """Writes `params` (of `config`'s model, trained for `step` steps) and `settings_of(config,
-  step)` to `path` (a .safetensors name; its directory is created) and the settings to the
+def save_pretrained(path: str, config, params, step: int = 0, guide_params=None) -> dict:
+  """Writes `params` (of `config`'s model, trained for `step` steps), with `guide_params` its
+  autoguidance guide's if given, and `settings_of(config, step, guided)` to `path` (a .safetensors name; its directory is created) and the settings to the
   .json beside it, both atomically. Returns {"path", "json", "bytes", "num_params",
   "settings"}; one-line ValueError for another suffix, storage.WriteError when the storage
   refuses the write."""
   if not isinstance(path, str) or not path.endswith(SUFFIX):
     raise ValueError(f"export path {path!r} must end with {SUFFIX}.")
-  settings = settings_of(config, step)
+  settings = settings_of(config, step, guided=guide_params is not None)
   params = check_params(params, param_template(config), f"the parameters for {path}")
+  tree = params
+  if guide_params is not None:
+    tree = {**params, GUIDE: check_params(guide_params, param_template(config),
+                                          f"the guide's parameters for {path}")}
   json_path = settings_path(path)
   text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
   target = os.path.dirname(os.path.abspath(path))
   try:
     os.makedirs(target, exist_ok=True)
     target = path
-    weights_file.save(path, params, settings)
+    weights_file.save(path, tree, settings)
     target = json_path
     storage.write_atomically(json_path, lambda f: f.write(text.encode()))
   except OSError as e:

@@ -116,6 +116,7 @@ def _load_file_params(init_from: str, template, meta: dict):
   """(parameters, step) of an exported .safetensors file, checked against this model."""
   try:
     params, settings = weights_file.load(init_from)
+    params, _ = pretrained.split_guide(params)  # An autoguidance guide is not fine-tuned.
   except ValueError as e:
     raise ValueError(f"config.training.init_from: {e}") from None
   data = settings.get("data", {})

@@ -12,6 +12,7 @@ from hypothesis import given, strategies as st
 
 from configs import tiny
 from ddpm import jobs
+from ddpm.pipelines import pretrained
 from ddpm.jobs import config_validation, restore, sample as sample_job, train as train_job
 from ddpm.runtime import checkpointing
 from tiny_state import tiny_state
@@ -107,24 +108,42 @@ def test_a_missing_guide_checkpoint_is_a_one_line_error_naming_the_key(workdir):
     sample_job.SampleJob.setup(config(autoguidance_weight=1.0, guide_step=7), str(workdir))
 
 
-def test_modes_without_autoguidance_and_exported_files_run_without_it(workdir, caplog):
-  """A config whose sampler is autoguided (as configs/mnist.py's) still runs every mode: the
-  editing modes and files of --mode=export (which hold no guide) sample with the model alone."""
+def test_modes_without_autoguidance_run_without_it_and_export_carries_the_guide(workdir, caplog):
+  """A config whose sampler is autoguided (as configs/mnist.py's) runs every mode: the editing
+  modes sample with the model alone; --mode=export writes the guide into the file, so that
+  sampling from the file is the workdir's guided sampling, bit for bit; a file exported
+  without a guide samples with the model alone."""
   c = config(autoguidance_weight=1.0, guide_step=1)
   c.edit.num_images, c.edit.num_steps = 2, 4
   with caplog.at_level(logging.INFO):
     job = jobs.setup_job("denoise", c, str(workdir))
   assert job.config.sampling.autoguidance_weight == 0.0 and c.sampling.autoguidance_weight == 1.0
   assert "Autoguidance (config.sampling.autoguidance_weight=1) is off: --mode=denoise" in caplog.text
-  assert jobs.setup_job("sample", c, str(workdir)).guide_params is not None
+  from_workdir = jobs.setup_job("sample", c, str(workdir)).run()
+
   exported = jobs.setup_job("export", c, str(workdir)).run()
+  assert exported["settings"]["autoguidance"] == dict(
+      autoguidance_weight=1.0, guide_step=1, guide_use_ema=True, guide_t_min=0, guide_t_max=-1)
   assert "autoguidance_weight" not in exported["settings"]["sampling"]
-  c.sampling.pretrained = exported["path"]
+  _, ema1, _ = restore.restore_params(config(checkpoint_step=1), str(workdir))
+  m = pretrained.load_pretrained(exported["path"])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, m.guide_params, ema1)
+  assert m.config.sampling.autoguidance_weight == 1.0 and m.config.sampling.guide_step == 1
+  from_file = c.copy_and_resolve_references()
+  from_file.sampling.pretrained, from_file.sampling.guide_step = exported["path"], 7
+  job = jobs.setup_job("sample", from_file, str(workdir / "from_file"))
+  assert job.config.sampling.guide_step == 1  # The file's guide, whatever the config names.
+  np.testing.assert_array_equal(job.run()["images"], from_workdir["images"])
+
+  unguided = jobs.setup_job("export", config(), str(workdir)).run()  # No guide asked for.
+  assert "autoguidance" not in unguided["settings"]
+  assert pretrained.load_pretrained(unguided["path"]).guide_params is None
+  from_file.sampling.pretrained = unguided["path"]
   caplog.clear()
   with caplog.at_level(logging.INFO):
-    job = jobs.setup_job("sample", c, str(workdir / "from_file"))
+    job = jobs.setup_job("sample", from_file, str(workdir / "from_unguided"))
   assert job.guide_params is None and job.config.sampling.autoguidance_weight == 0.0
-  assert "is off: an exported file holds no guide" in caplog.text
+  assert "is off: the file was exported without a guide" in caplog.text
 
 
 @given(st.integers(1, 6), st.integers(0, 6), st.integers(1, 3), st.integers(0, 60))
