@@ -121,7 +121,8 @@ def get_config() -> ml_collections.ConfigDict:
   # D = (1 + w) D_model - w D_guide (their weight 1 + w); 0 turns it off. guide_step names the
   # guide's checkpoint in the workdir (e.g. an early one); each sampler evaluation then costs two
   # network evaluations. Used by --mode=sample, eval, synthesize and the training grids (once the
-  # guide's checkpoint exists); the other modes, and exported files, sample without it.
+  # guide's checkpoint exists), and --mode=export writes the guide into its file; the editing
+  # and anomaly modes sample without it.
   sampling.autoguidance_weight = 0.0
   sampling.guide_step = -1
   sampling.guide_use_ema = True

@@ -93,10 +93,12 @@ def validate_config(config) -> None:
   for key in ("guide_t_min", "guide_t_max"):
     if isinstance(s[key], bool) or not isinstance(s[key], int):
       raise ValueError(f"config.sampling.{key}={s[key]!r} must be an integer time step.")
-  if s.guide_t_min < 0 or s.guide_t_max < -1 or (s.guide_t_max >= 0
-                                                 and s.guide_t_max < s.guide_t_min):
+  last = config.diffusion.num_timesteps - 1
+  if (not 0 <= s.guide_t_min <= last or not -1 <= s.guide_t_max <= last
+      or (s.guide_t_max >= 0 and s.guide_t_max < s.guide_t_min)):
     raise ValueError(f"config.sampling.guide_t_min={s.guide_t_min}, guide_t_max={s.guide_t_max}: "
-                     "allowed 0 <= guide_t_min <= guide_t_max, or guide_t_max=-1 (T - 1).")
+                     f"allowed 0 <= guide_t_min <= guide_t_max <= {last} (T - 1), or "
+                     "guide_t_max=-1 (T - 1).")
   if not 0.0 <= config.optim.ema_decay < 1.0:
     raise ValueError(f"config.optim.ema_decay={config.optim.ema_decay} must be in [0, 1).")
   if not config.optim.learning_rate > 0:

@@ -32,7 +32,7 @@ from ddpm.diffusion import schedules
 from ddpm.evaluation import denoiser_quality, features, sample_quality as quality
 from ddpm.jobs import config_validation, restore
 from ddpm.models import build
-from ddpm.pipelines import generation
+from ddpm.pipelines import denoiser, generation
 from ddpm.runtime import storage
 from ddpm.visualization import figures, grids
 
@@ -88,9 +88,10 @@ class EvalJob:
       else:
         samples = image_files.read_npz_images(ev.samples_npz, build.image_shape(config),
                                               config_key="config.eval.samples_npz")
-    guide = (restore.restore_guide_params(config, workdir)
+    workdir, params, step = restore.restore_params(config, workdir)
+    guide = (restore.restore_guide_params(config, workdir, step)
              if "samples" in wanted and not ev.samples_npz else None)
-    return cls(config, *restore.restore_params(config, workdir), wanted, extractor, samples, guide)
+    return cls(config, workdir, params, step, wanted, extractor, samples, guide)
 
   def run(self) -> dict:
     c, ev = self.config, self.config.eval
@@ -191,9 +192,6 @@ class EvalJob:
                                       shard_identity={"checkpoint_step": self.step,
                                                       "workdir": self.workdir},
                                       guide_params=self.guide_params)
-    info = dict(method=s.method, num_steps=s.num_steps, eta=s.eta, seed=s.seed,
-                sampling_seconds=seconds, images_per_second=num / seconds)
-    if generation.autoguided(s):
-      info |= dict(autoguidance_weight=s.autoguidance_weight, guide_step=s.guide_step,
-                   guide_use_ema=bool(s.guide_use_ema))
-    return images, info
+    return images, dict(method=s.method, num_steps=s.num_steps, eta=s.eta, seed=s.seed,
+                        sampling_seconds=seconds, images_per_second=num / seconds,
+                        **denoiser.autoguidance_settings(s))

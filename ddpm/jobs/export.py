@@ -75,8 +75,8 @@ class ExportJob:
     """Checks inputs and restores the chosen checkpoint; one-line errors for bad input."""
     cls.validate(config)
     check_training_config(config, workdir)
-    return cls(config, *restore.restore_params(config, workdir),
-               restore.restore_guide_params(config, workdir))
+    workdir, params, step = restore.restore_params(config, workdir)
+    return cls(config, workdir, params, step, restore.restore_guide_params(config, workdir, step))
 
   def default_path(self) -> str:
     weights = "ema" if self.config.sampling.use_ema else "params"

@@ -9,7 +9,7 @@ import jax
 from absl import logging
 
 from ddpm.models import build
-from ddpm.pipelines import pretrained
+from ddpm.pipelines import denoiser, pretrained
 from ddpm.runtime import checkpointing
 
 
@@ -72,12 +72,14 @@ def restore_params(config, workdir: str) -> tuple[str, object, int]:
     manager.close()
 
 
-def restore_guide_params(config, workdir: str):
+def restore_guide_params(config, workdir: str, model_step: int | None = None):
   """The autoguidance guide's parameters: checkpoint config.sampling.guide_step of `workdir`
   (EMA or raw by config.sampling.guide_use_ema), or the guide exported in the file of
-  config.sampling.pretrained; None when autoguidance is off."""
+  config.sampling.pretrained; None when autoguidance is off. A guide that is not older than
+  the model's checkpoint `model_step` gets a warning: it is the model itself, or a stronger
+  one (anti-guidance)."""
   s = config.sampling
-  if not s.autoguidance_weight:
+  if not denoiser.autoguided(s):
     return None
   if s.pretrained:  # The guide exported with the file.
     params, _ = pretrained.load_params(s.pretrained, config, guide=True)
@@ -91,7 +93,11 @@ def restore_guide_params(config, workdir: str):
   try:
     _, params, step = restore_params(guide_config, workdir)
   except ValueError as e:
-    raise ValueError(f"config.sampling.guide_step={s.guide_step}: {e}") from None
+    raise ValueError(f"config.sampling.guide_step={s.guide_step}: {e} Sampling without "
+                     "autoguidance: config.sampling.autoguidance_weight=0.") from None
+  if model_step is not None and step >= model_step:
+    logging.warning("Autoguidance by step %d of a model of step %d: the guide should be an "
+                    "earlier, weaker checkpoint (config.sampling.guide_step).", step, model_step)
   logging.info("Autoguidance: the guide is the %s parameters of step %d, weight %g.",
                "EMA" if s.guide_use_ema else "raw", step, s.autoguidance_weight)
   return params

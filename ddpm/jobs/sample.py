@@ -10,7 +10,7 @@ from absl import logging
 
 from ddpm.data import image_files, image_shards
 from ddpm.jobs import config_validation, restore
-from ddpm.pipelines import generation
+from ddpm.pipelines import denoiser, generation
 from ddpm.runtime import storage
 from ddpm.visualization import grids
 
@@ -32,8 +32,8 @@ class SampleJob:
   def setup(cls, config, workdir: str) -> "SampleJob":
     """Checks inputs and restores the chosen checkpoint; one-line errors for bad input."""
     cls.validate(config)
-    return cls(config, *restore.restore_params(config, workdir),
-               restore.restore_guide_params(config, workdir))
+    workdir, params, step = restore.restore_params(config, workdir)
+    return cls(config, workdir, params, step, restore.restore_guide_params(config, workdir, step))
 
   def run(self, out_dir: str | None = None) -> dict:
     c = self.config
@@ -52,9 +52,7 @@ class SampleJob:
                                       {"checkpoint_step": self.step, "workdir": self.workdir},
                                       self.guide_params)
     extra = {} if labels is None else dict(labels=labels, guidance_weight=s.guidance_weight)
-    if generation.autoguided(s):
-      extra |= dict(autoguidance_weight=s.autoguidance_weight, guide_step=s.guide_step,
-                    guide_use_ema=s.guide_use_ema)
+    extra |= denoiser.autoguidance_settings(s)
     try:
       os.makedirs(out_dir, exist_ok=True)
       image_files.write_npz_atomically(

@@ -61,8 +61,8 @@ class SynthesizeJob:
   @classmethod
   def setup(cls, config, workdir: str) -> "SynthesizeJob":
     cls.validate(config)
-    out = cls(config, *restore.restore_params(config, workdir),
-              restore.restore_guide_params(config, workdir))
+    workdir, params, step = restore.restore_params(config, workdir)
+    out = cls(config, workdir, params, step, restore.restore_guide_params(config, workdir, step))
     if os.path.exists(os.path.join(out.out_dir, "tfds", out.name)):  # Fail before any work.
       raise ValueError(f"a dataset {out.name!r} already exists in {out.out_dir}/tfds; allowed: "
                        "another config.synthesize.name, or remove it first.")

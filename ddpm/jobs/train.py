@@ -108,7 +108,14 @@ def warn_if_guide_not_kept(config) -> None:
   """A warning when config.sampling asks for autoguidance by a checkpoint this run will not
   keep (`guide_checkpoint_kept`): --mode=sample would then stop and ask for it."""
   t, s = config.training, config.sampling
-  if generation.autoguided(s) and s.guide_step < t.num_train_steps and not guide_checkpoint_kept(t, s):
+  if not generation.autoguided(s):
+    return
+  if s.guide_step >= t.num_train_steps:
+    logging.warning(
+        "config.sampling.guide_step=%d (autoguidance) is not before this run's last step %d: "
+        "sampling with autoguidance needs an earlier checkpoint; set guide_step below it, or "
+        "config.sampling.autoguidance_weight=0.", s.guide_step, t.num_train_steps)
+  elif not guide_checkpoint_kept(t, s):
     logging.warning(
         "config.sampling.guide_step=%d (autoguidance) is not a checkpoint this run keeps "
         "(training.checkpoint_every_steps=%d, keep_every_steps=%d): sampling with autoguidance "
@@ -163,7 +170,8 @@ class Trainer:
   stop_requested: int = 0  # The signal number once SIGTERM/SIGINT arrived.
   skipped_steps: int = 0  # Steps whose non-finite update was skipped (nan_policy=skip).
   failed_writes: dict = dataclasses.field(default_factory=dict)  # Kind -> count (full disk).
-  guide_replicated: Any = None  # Autoguidance's guide for the grids, once its checkpoint exists.
+  # Autoguidance's guide for the grids once its checkpoint exists (False: it could not be read).
+  guide_replicated: Any = None
 
   @staticmethod
   def validate(config) -> None:
@@ -247,7 +255,7 @@ class Trainer:
     """With config.sampling's autoguidance, the guide's replicated parameters once a checkpoint
     at sampling.guide_step < step is saved (read once); else None (the grid is unguided)."""
     s = self.config.sampling
-    if not generation.autoguided(s) or not s.guide_step < step:
+    if not generation.autoguided(s) or not s.guide_step < step or self.guide_replicated is False:
       return None
     if self.guide_replicated is None:
       checkpointing.wait_until_finished(self.manager)
@@ -256,7 +264,15 @@ class Trainer:
       template = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
                                         ema_params_replicated)
       which = "ema_params" if s.guide_use_ema else "params"
-      guide = checkpointing.restore_params(self.manager, s.guide_step, template, self.meta, which)
+      try:
+        guide = checkpointing.restore_params(self.manager, s.guide_step, template, self.meta,
+                                             which)
+      except Exception as e:  # pylint: disable=broad-except  # A grid never stops training.
+        logging.warning("Sample grids stay unguided: the guide's checkpoint %d cannot be read "
+                        "(%s).", s.guide_step, str(e).splitlines()[0][:200] if str(e) else
+                        type(e).__name__)
+        self.guide_replicated = False
+        return None
       self.guide_replicated = jax_utils.replicate(guide, axis_name=replicas.AXIS)
       logging.info("Sample grids from now on: autoguided (weight %g) by the %s parameters of "
                    "step %d.", s.autoguidance_weight, "EMA" if s.guide_use_ema else "raw",

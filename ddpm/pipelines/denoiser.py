@@ -28,9 +28,7 @@ def make_denoise_fn(model: nn.Module, params, labels=None, guidance_weight: floa
   time steps in `guide_t_range` (lo, hi) only, if given.
   """
   if autoguidance_weight != 0:
-    if guide_params is None:
-      raise ValueError(f"config.sampling.autoguidance_weight={autoguidance_weight} needs the "
-                       "guide's parameters (config.sampling.guide_step).")
+    check_guide(dict(autoguidance_weight=autoguidance_weight), guide_params)
     return guidance.autoguided_denoise_fn(
         make_denoise_fn(model, params, labels, guidance_weight),
         make_denoise_fn(model, guide_params, labels, guidance_weight), autoguidance_weight,
@@ -48,3 +46,47 @@ def make_denoise_fn(model: nn.Module, params, labels=None, guidance_weight: floa
   if labels is None:  # The null label: the unconditional model.
     return lambda x, t: apply(x, t, jnp.full((x.shape[0],), num_classes, jnp.int32))
   return guidance.guided_denoise_fn(apply, labels, num_classes, guidance_weight)
+
+
+AUTOGUIDANCE_KEYS = ("autoguidance_weight", "guide_step", "guide_use_ema", "guide_t_min",
+                     "guide_t_max")
+
+
+def autoguidance_settings(sampling_config) -> dict:
+  """config.sampling's autoguidance keys as a plain dict ({} when it is off), as results and
+  exported files record them."""
+  s = sampling_config
+  return {k: s[k] for k in AUTOGUIDANCE_KEYS} if autoguided(s) else {}
+
+
+def autoguided(sampling_config) -> bool:
+  """Whether config.sampling asks for autoguidance (a nonzero autoguidance_weight)."""
+  return float(sampling_config.get("autoguidance_weight", 0.0)) != 0.0
+
+
+def check_guide(sampling_config, guide_params) -> None:
+  """One-line ValueError when config.sampling asks for autoguidance and there is no guide."""
+  if autoguided(sampling_config) and guide_params is None:
+    raise ValueError(f"config.sampling.autoguidance_weight={sampling_config['autoguidance_weight']} "
+                     "needs the guide's parameters (config.sampling.guide_step, or a file "
+                     "exported with its guide); allowed without them: 0.")
+
+
+def guide_t_range(sampling_config, num_timesteps: int) -> tuple[int, int] | None:
+  """The time steps (lo, hi) autoguidance applies to (config.sampling.guide_t_min and
+  guide_t_max, -1: T - 1), or None for all of them."""
+  s = sampling_config
+  lo, hi = int(s.get("guide_t_min", 0)), int(s.get("guide_t_max", -1))
+  hi = num_timesteps - 1 if hi < 0 else min(hi, num_timesteps - 1)
+  return None if (lo, hi) == (0, num_timesteps - 1) else (lo, hi)
+
+
+def sampling_denoise_fn(model: nn.Module, params, sampling_config, num_timesteps: int,
+                        labels=None, guide_params=None):
+  """`make_denoise_fn` with config.sampling's guidance: classifier-free (guidance_weight, for
+  `labels`) and autoguidance (autoguidance_weight, guide_t_min/max) by `guide_params`."""
+  s = sampling_config
+  w_auto = float(s.get("autoguidance_weight", 0.0))
+  return make_denoise_fn(model, params, labels, float(s.get("guidance_weight", 0.0)),
+                         guide_params if w_auto else None, w_auto,
+                         guide_t_range(s, num_timesteps) if w_auto else None)

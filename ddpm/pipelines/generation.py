@@ -27,13 +27,16 @@ from ddpm.diffusion import guidance, samplers, schedules
 from ddpm.diffusion.schedules import Schedule
 from ddpm.models import build
 from ddpm.pipelines import denoiser
+from ddpm.pipelines.denoiser import autoguided, guide_t_range  # Part of this module's API.
 from ddpm.runtime import replicas
 
 
 def sampler_name(sampling_config) -> str:
-  """E.g. "ddim50_eta0", "ddpm1000", "dpm_solver_pp_2m20_quadratic_w2_class3": method, steps,
-  eta (DDIM), variance (DDPM, when not beta_tilde), spacing (when not uniform), guidance
-  weight (when not 0) and class (when one class is drawn)."""
+  """E.g. "ddim50_eta0", "ddpm1000", "dpm_solver_pp_2m20_quadratic_w2_class3",
+  "dpm_solver_pp_2m10_trailing_ag1.5_guide1000": method, steps, eta (DDIM), variance (DDPM,
+  when not beta_tilde), spacing (when not uniform), guidance weight (when not 0), class (when
+  one class is drawn), and autoguidance's weight, guide step ("raw": its raw parameters) and
+  time steps (when limited)."""
   s = sampling_config
   name = f"{s.method}{s.num_steps}"
   if s.method == "ddim":
@@ -52,20 +55,6 @@ def sampler_name(sampling_config) -> str:
     if (lo, hi) != (0, -1):
       name += f"_t{lo}-{hi if hi >= 0 else 'T'}"
   return name
-
-
-def autoguided(sampling_config) -> bool:
-  """Whether config.sampling asks for autoguidance (a nonzero autoguidance_weight)."""
-  return float(sampling_config.get("autoguidance_weight", 0.0)) != 0.0
-
-
-def guide_t_range(sampling_config, num_timesteps: int) -> tuple[int, int] | None:
-  """The time steps (lo, hi) autoguidance applies to (config.sampling.guide_t_min and
-  guide_t_max, -1: T - 1), or None for all of them."""
-  s = sampling_config
-  lo, hi = int(s.get("guide_t_min", 0)), int(s.get("guide_t_max", -1))
-  hi = num_timesteps - 1 if hi < 0 else min(hi, num_timesteps - 1)
-  return None if (lo, hi) == (0, num_timesteps - 1) else (lo, hi)
 
 
 def network_evaluations(sampling_config, num_timesteps: int) -> int:
@@ -95,19 +84,16 @@ def make_generate_fn(model: nn.Module, schedule: Schedule, sampling_config, diff
   method = sampling_config.method
   kwargs = sampler_kwargs(sampling_config, diffusion_config)
   conditional = getattr(model, "num_classes", 0) > 0
-  w = float(sampling_config.get("guidance_weight", 0.0))
-  w_auto = float(sampling_config.get("autoguidance_weight", 0.0))
-  t_range = guide_t_range(sampling_config, schedule.num_timesteps)
 
   def generate_one(params, keys, labels):
     guide = None
-    if w_auto != 0.0:
+    if autoguided(sampling_config):
       if not isinstance(params, tuple) or len(params) != 2:
         raise ValueError("with config.sampling.autoguidance_weight != 0 the parameters are the "
                          "pair (model's, guide's); got one set (see `generation.draw`).")
       params, guide = params
-    denoise = denoiser.make_denoise_fn(model, params, labels if conditional else None, w,
-                                       guide, w_auto, t_range)
+    denoise = denoiser.sampling_denoise_fn(model, params, sampling_config, schedule.num_timesteps,
+                                           labels if conditional else None, guide)
     out = samplers.sample(method, denoise, schedule, keys,
                           (per_device,) + tuple(image_shape), **kwargs)
     return out.samples
@@ -212,9 +198,7 @@ def draw(config, params, num: int, labels=None, shard_dir: str | None = None,
     identity = dict(shard_identity or {}, sampling=s.to_dict(), model=config.model.to_dict(),
                     diffusion=config.diffusion.to_dict())
   if autoguided(s):
-    if guide_params is None:
-      raise ValueError(f"config.sampling.autoguidance_weight={s.autoguidance_weight} needs the "
-                       "guide's parameters (config.sampling.guide_step).")
+    denoiser.check_guide(s, guide_params)
     params = (params, guide_params)
   images = generate(fn, jax_utils.replicate(params, axis_name=replicas.AXIS),
                     jax.random.PRNGKey(s.seed), num, per_device, labels, shard_dir, identity)

@@ -40,6 +40,7 @@ import os
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from ddpm.diffusion import schedules
 from ddpm.diffusion.schedules import Schedule
@@ -51,8 +52,7 @@ from ddpm.runtime import checkpointing, storage, weights_file
 SECTIONS = ("model", "diffusion")  # Replaced whole.
 DATA_KEYS = ("dataset", "image_size", "channels")
 # Where a job's weights come from: not the model's settings.
-AUTOGUIDANCE_KEYS = ("autoguidance_weight", "guide_step", "guide_use_ema", "guide_t_min",
-                     "guide_t_max")
+AUTOGUIDANCE_KEYS = denoiser.AUTOGUIDANCE_KEYS
 SOURCE_KEYS = ("pretrained", "checkpoint_step", "use_ema") + AUTOGUIDANCE_KEYS
 GUIDE = "autoguidance_guide"  # The guide's subtree in a file that holds one.
 WEIGHTS = ("ema", "params")
@@ -84,7 +84,7 @@ def settings_of(config, step: int = 0, guided: bool = False) -> dict:
       "weights": "ema" if config.sampling.use_ema else "params",
   }
   if guided:
-    settings["autoguidance"] = {k: config.sampling[k] for k in AUTOGUIDANCE_KEYS}
+    settings["autoguidance"] = denoiser.autoguidance_settings(config.sampling)
   return jsonable(settings)
 
 
@@ -145,6 +145,10 @@ def config_with_settings(config, settings: dict, source: str = "the settings"):
   for key in ("guide_step", "guide_use_ema"):  # Which guide the file holds, if any.
     if key in guide:
       config.sampling[key] = guide[key]
+  if guide and not denoiser.autoguided(config.sampling):
+    logging.info("%s holds an autoguidance guide (exported with weight %g); "
+                 "config.sampling.autoguidance_weight=0 samples without it.", source,
+                 guide.get("autoguidance_weight", 0.0))
   return config
 
 
@@ -240,13 +244,12 @@ class Pretrained:
     """f(x_t, t) of these weights for `ddpm.sample` (`ddpm.pipelines.denoiser.make_denoise_fn`):
     class-conditional models take `labels` [B] and a guidance weight. A file that holds a guide
     gives the autoguided function of its settings (`config.sampling`)."""
-    s = self.config.sampling
-    if self.guide_params is None or not s.get("autoguidance_weight", 0.0):
-      return denoiser.make_denoise_fn(self.model, self.params, labels, guidance_weight)
-    lo, hi = s.get("guide_t_min", 0), s.get("guide_t_max", -1)
-    t_range = None if (lo, hi) == (0, -1) else (lo, self.schedule.num_timesteps - 1 if hi < 0 else hi)
-    return denoiser.make_denoise_fn(self.model, self.params, labels, guidance_weight,
-                                    self.guide_params, s.autoguidance_weight, t_range)
+    sampling = self.config.sampling.copy_and_resolve_references()
+    sampling.guidance_weight = guidance_weight
+    if self.guide_params is None:
+      sampling.autoguidance_weight = 0.0
+    return denoiser.sampling_denoise_fn(self.model, self.params, sampling,
+                                        self.schedule.num_timesteps, labels, self.guide_params)
 
 
 def load_pretrained(path: str) -> Pretrained:

@@ -4,7 +4,8 @@ r"""Fine-tuning: start from another run's checkpoint and train only the chosen p
 directory in it) whose checkpoint gives the starting parameters (its EMA parameters with
 `config.training.init_params="ema"`, the default, else its raw parameters), or is a
 .safetensors file of `--mode=export` (`ddpm.pipelines.pretrained`; it holds one set of
-parameters, so init_params does not apply); the optimizer state and the step start afresh. A
+parameters, so init_params does not apply, and an autoguidance guide exported beside them is
+not used); the optimizer state and the step start afresh. A
 run that already has checkpoints of its own resumes from them instead, so a fine-tuning run
 survives restarts like any other.
 

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
 
 from configs import tiny
 from ddpm import jobs
@@ -93,7 +92,10 @@ def test_the_guide_is_the_named_checkpoint_ema_or_raw(workdir):
      r"^config.sampling.guide_step=-1 must name the guide's checkpoint step \(>= 0\) when "),
     ({"guide_t_min": 50, "guide_t_max": 10},
      r"^config.sampling.guide_t_min=50, guide_t_max=10: allowed 0 <= guide_t_min <= "
-     r"guide_t_max, or guide_t_max=-1 \(T - 1\)\.$"),
+     r"guide_t_max <= \d+ \(T - 1\), or guide_t_max=-1 \(T - 1\)\.$"),
+    ({"guide_t_min": 0, "guide_t_max": 10**6},
+     r"^config.sampling.guide_t_min=0, guide_t_max=1000000: allowed 0 <= guide_t_min <= "
+     r"guide_t_max <= \d+ \(T - 1\), or guide_t_max=-1 \(T - 1\)\.$"),
     ({"guide_t_max": True}, r"^config.sampling.guide_t_max=True must be an integer time step\.$"),
 ])
 def test_bad_autoguidance_values_are_one_line_errors(sampling, match):
@@ -104,7 +106,8 @@ def test_bad_autoguidance_values_are_one_line_errors(sampling, match):
 
 def test_a_missing_guide_checkpoint_is_a_one_line_error_naming_the_key(workdir):
   with pytest.raises(ValueError, match=r"^config.sampling.guide_step=7: checkpoint step 7 is not "
-                                       r"in .*; available: \[1, 2\]\.$"):
+                                       r"in .*; available: \[1, 2\]\. Sampling without autoguidance: "
+                                       r"config\.sampling\.autoguidance_weight=0\.$"):
     sample_job.SampleJob.setup(config(autoguidance_weight=1.0, guide_step=7), str(workdir))
 
 
@@ -146,17 +149,22 @@ def test_modes_without_autoguidance_run_without_it_and_export_carries_the_guide(
   assert "is off: the file was exported without a guide" in caplog.text
 
 
-@given(st.integers(1, 6), st.integers(0, 6), st.integers(1, 3), st.integers(0, 60))
-def test_the_guide_is_kept_exactly_when_retention_keeps_its_checkpoint(every, keep_every, keep,
-                                                                        guide_step):
-  """Retention as the trainer applies it (checkpoints at multiples of checkpoint_every_steps;
-  the newest keep_checkpoints, and every multiple of keep_every_steps, survive) over a run long
-  enough for the guide's checkpoint to have aged out: the guide survives iff
-  `guide_checkpoint_kept` says so."""
+@pytest.mark.parametrize("every,keep_every,keep,guide_step", [
+    (2, 4, 1, 4), (2, 4, 1, 6), (2, 0, 2, 4), (3, 6, 1, 4), (2, 6, 2, 6), (1, 2, 1, 3)])
+def test_the_guide_is_kept_exactly_when_retention_keeps_its_checkpoint(
+    tmp_path, every, keep_every, keep, guide_step):
+  """Checkpoints saved as the trainer saves them (`checkpointing.create_manager` with the run's
+  keep_checkpoints, checkpoint_every_steps and keep_every_steps, a save at every step that is a
+  multiple of checkpoint_every_steps) over a run long enough for the guide's checkpoint to age
+  out of the newest ones: orbax keeps it iff `guide_checkpoint_kept` says so."""
   training = ml_collections.ConfigDict(dict(checkpoint_every_steps=every,
                                             keep_every_steps=keep_every, keep_checkpoints=keep))
   sampling = ml_collections.ConfigDict(dict(guide_step=guide_step))
-  total = guide_step + (keep + 1) * every
-  saved = [s for s in range(every, total + 1, every)]
-  survivors = set(saved[-keep:]) | {s for s in saved if keep_every and s % keep_every == 0}
-  assert train_job.guide_checkpoint_kept(training, sampling) == (guide_step in survivors)
+  _, _, _, _, state, meta = tiny_state()
+  manager = checkpointing.create_manager(str(tmp_path), keep, every, keep_every)
+  for step in range(every, guide_step + (keep + 2) * every + 1, every):
+    checkpointing.save(manager, step, state.replace(step=jnp.asarray(step, jnp.int32)), meta)
+  checkpointing.wait_until_finished(manager)
+  kept = guide_step in manager.all_steps()
+  manager.close()
+  assert train_job.guide_checkpoint_kept(training, sampling) == kept
