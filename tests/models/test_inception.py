@@ -97,8 +97,11 @@ def test_shapes_finite_and_input_dependent(outputs):
 
 
 def test_one_channel_equals_repeated_grey(outputs):
+  # The same function of the input up to the first convolution's summation order: the two
+  # differ by float32 rounding, which ~95 layers grow to ~1e-6 of logits of size ~1 (seen: 1.3e-6
+  # on an AVX2 machine), hence the same 1e-5 tolerance as the batch-order test above.
   for a, b in zip(outputs["gray"], outputs["gray3"]):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_feature_extractor_interface(outputs):
