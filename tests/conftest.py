@@ -46,11 +46,13 @@ hypothesis.settings.load_profile("ci")
 # workers finish together (longest-processing-time-first scheduling): xdist otherwise orders the
 # files by their number of tests, which left one worker idle for minutes at the end.
 SLOW_FILES = {
-    "tests/test_end_to_end.py": 433, "tests/runtime/test_reliability.py": 410,
-    "tests/test_own_data.py": 185, "tests/training/test_finetune.py": 130,
-    "tests/models/test_unet.py": 97, "tests/training/test_train.py": 77,
-    "tests/training/test_mixed_precision.py": 70, "tests/test_notebook.py": 69,
-    "tests/test_multiprocess.py": 68, "tests/diffusion/test_guidance.py": 66,
+    "tests/test_end_to_end.py": 380, "tests/runtime/test_reliability.py": 380,
+    "tests/test_own_data.py": 135, "tests/test_multiprocess.py": 110,
+    "tests/jobs/test_autoguidance.py": 95, "tests/test_notebook.py": 82,
+    "tests/training/test_mixed_precision.py": 75, "tests/training/test_finetune.py": 60,
+    "tests/diffusion/test_solvers.py": 55, "tests/models/test_unet.py": 45,
+    "tests/training/test_train.py": 40, "tests/jobs/test_conditional_jobs.py": 40,
+    "tests/diffusion/test_guidance.py": 30, "tests/diffusion/test_likelihood.py": 30,
 }
 
 
