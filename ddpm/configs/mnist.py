@@ -26,7 +26,8 @@ The backgrounds are now clean; some strokes are still broken: far from real digi
 
 Autoguided (2026-12-07, seed 2, on a slower AVX2-only machine: 4750 steps took 63 minutes),
 the same checkpoint scores FID 9.53, precision 0.790, recall 0.860 with the default sampler
-against 22.90 / 0.677 / 0.907 for Heun 10 unguided (19 NFE): experiments/quality/README.md.
+against 22.90 / 0.677 / 0.907 for Heun 10 unguided (19 NFE); a second seed (3) scores FID
+13.82, precision 0.782, recall 0.870 with it: experiments/quality/README.md.
 """
 
 from ddpm.configs import default as default_lib
