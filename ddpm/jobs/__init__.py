@@ -24,7 +24,7 @@ from absl import logging
 
 from ddpm.jobs import (anomaly, denoise, evaluate, export, inpaint, process, sample, synthesize,
                        train)
-from ddpm.pipelines import generation, pretrained
+from ddpm.pipelines import denoiser, pretrained
 from ddpm.runtime import weights_file
 
 JOBS = {"train": train.Trainer, "sample": sample.SampleJob, "eval": evaluate.EvalJob,
@@ -79,7 +79,7 @@ def setup_job(mode: str, config, workdir: str):
       raise ValueError(f"config.sampling.pretrained: {e}") from None
     config = pretrained.config_with_settings(config, settings, f"config.sampling.pretrained={path}")
   unguided_file = config.sampling.get("pretrained", "") and "autoguidance" not in settings
-  if generation.autoguided(config.sampling) and (mode not in AUTOGUIDED_MODES or unguided_file):
+  if denoiser.autoguided(config.sampling) and (mode not in AUTOGUIDED_MODES or unguided_file):
     logging.info("Autoguidance (config.sampling.autoguidance_weight=%g) is off: %s.",
                  config.sampling.autoguidance_weight,
                  "the file was exported without a guide" if unguided_file

@@ -40,7 +40,7 @@ from ddpm.jobs import config_validation
 from ddpm.kernels import conv as kernels_conv
 from ddpm.models import build
 from ddpm.models.unet import UNet
-from ddpm.pipelines import generation
+from ddpm.pipelines import denoiser, generation
 from ddpm.runtime import checkpointing, distributed, replicas, storage, workdir_lock
 from ddpm.training import finetune, train_step
 from ddpm.visualization import grids
@@ -108,7 +108,7 @@ def warn_if_guide_not_kept(config) -> None:
   """A warning when config.sampling asks for autoguidance by a checkpoint this run will not
   keep (`guide_checkpoint_kept`): --mode=sample would then stop and ask for it."""
   t, s = config.training, config.sampling
-  if not generation.autoguided(s):
+  if not denoiser.autoguided(s):
     return
   if s.guide_step >= t.num_train_steps:
     logging.warning(
@@ -255,7 +255,7 @@ class Trainer:
     """With config.sampling's autoguidance, the guide's replicated parameters once a checkpoint
     at sampling.guide_step < step is saved (read once); else None (the grid is unguided)."""
     s = self.config.sampling
-    if not generation.autoguided(s) or not s.guide_step < step or self.guide_replicated is False:
+    if not denoiser.autoguided(s) or not s.guide_step < step or self.guide_replicated is False:
       return None
     if self.guide_replicated is None:
       checkpointing.wait_until_finished(self.manager)

@@ -27,7 +27,6 @@ from ddpm.diffusion import guidance, samplers, schedules
 from ddpm.diffusion.schedules import Schedule
 from ddpm.models import build
 from ddpm.pipelines import denoiser
-from ddpm.pipelines.denoiser import autoguided, guide_t_range  # Part of this module's API.
 from ddpm.runtime import replicas
 
 
@@ -49,7 +48,7 @@ def sampler_name(sampling_config) -> str:
     name += f"_w{s.guidance_weight:g}"
   if s.get("class_label", -1) >= 0:
     name += f"_class{s.class_label}"
-  if autoguided(s):
+  if denoiser.autoguided(s):
     name += f"_ag{s.autoguidance_weight:g}_guide{s.guide_step}{'' if s.guide_use_ema else 'raw'}"
     lo, hi = int(s.get("guide_t_min", 0)), int(s.get("guide_t_max", -1))
     if (lo, hi) != (0, -1):
@@ -64,9 +63,9 @@ def network_evaluations(sampling_config, num_timesteps: int) -> int:
   s = sampling_config
   ts = samplers.evaluation_timesteps(
       s.method, schedules.sampling_timesteps(num_timesteps, s.num_steps, s.spacing))
-  if not autoguided(s):
+  if not denoiser.autoguided(s):
     return len(ts)
-  lo, hi = guide_t_range(s, num_timesteps) or (0, num_timesteps - 1)
+  lo, hi = denoiser.guide_t_range(s, num_timesteps) or (0, num_timesteps - 1)
   return len(ts) + int(np.sum((ts >= lo) & (ts <= hi)))
 
 
@@ -80,14 +79,14 @@ def make_generate_fn(model: nn.Module, schedule: Schedule, sampling_config, diff
                      per_device: int, image_shape, devices=None) -> callable:
   """pmap-ed (params [D, ...], keys [D, per_device, 2], labels [D, per_device] int32) -> images
   in [-1, 1], [D, per_device, ...]. An unconditional model ignores the labels. With
-  autoguidance (`autoguided(sampling_config)`), params is the pair (model's, guide's)."""
+  autoguidance (`denoiser.autoguided(sampling_config)`), params is the pair (model's, guide's)."""
   method = sampling_config.method
   kwargs = sampler_kwargs(sampling_config, diffusion_config)
   conditional = getattr(model, "num_classes", 0) > 0
 
   def generate_one(params, keys, labels):
     guide = None
-    if autoguided(sampling_config):
+    if denoiser.autoguided(sampling_config):
       if not isinstance(params, tuple) or len(params) != 2:
         raise ValueError("with config.sampling.autoguidance_weight != 0 the parameters are the "
                          "pair (model's, guide's); got one set (see `generation.draw`).")
@@ -197,7 +196,7 @@ def draw(config, params, num: int, labels=None, shard_dir: str | None = None,
   if shard_dir:
     identity = dict(shard_identity or {}, sampling=s.to_dict(), model=config.model.to_dict(),
                     diffusion=config.diffusion.to_dict())
-  if autoguided(s):
+  if denoiser.autoguided(s):
     denoiser.check_guide(s, guide_params)
     params = (params, guide_params)
   images = generate(fn, jax_utils.replicate(params, axis_name=replicas.AXIS),

@@ -8,7 +8,7 @@ import pytest
 from configs import cifar10, default, tiny
 from ddpm import jobs
 from ddpm.jobs import config_validation, train as train_job
-from ddpm.pipelines import generation
+from ddpm.pipelines import denoiser
 
 CONFIGS = sorted(p for p in (pathlib.Path(__file__).parents[2] / "configs").glob("*.py")
                  if p.name != "__init__.py")
@@ -38,7 +38,7 @@ def test_an_autoguided_shipped_config_keeps_its_guide_for_good(path):
   """The guide of a config whose sampler is autoguided is a checkpoint its training saves and
   never deletes, before its last step, so --mode=sample finds it after training."""
   config = importlib.import_module(f"configs.{path.stem}").get_config()
-  if generation.autoguided(config.sampling):
+  if denoiser.autoguided(config.sampling):
     assert 0 < config.sampling.guide_step < config.training.num_train_steps
     assert train_job.guide_checkpoint_kept(config.training, config.sampling)
 
