@@ -40,12 +40,13 @@ def snapshot(workdir):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """20 steps of the tiny config, then a restart that continues to 30, whose grids are
-  autoguided by checkpoint 20 (sampling only: the training is the same)."""
+  autoguided by the mean of checkpoints 10 and 20 (sampling only: the training is the same)."""
   workdir = tmp_path_factory.mktemp("run")
   first = ddpm(workdir)
   assert first.returncode == 0, first.stderr[-3000:]
   second = ddpm(workdir, "--config.training.num_train_steps=30",
-                "--config.sampling.autoguidance_weight=1", "--config.sampling.guide_step=20")
+                "--config.sampling.autoguidance_weight=1", "--config.sampling.guide_step=20",
+                "--config.sampling.guide_average_steps=(10,)")
   assert second.returncode == 0, second.stderr[-3000:]
   return workdir, first, second
 
@@ -57,8 +58,8 @@ def test_training_writes_checkpoints_samples_and_logs(trained):
   assert grid.ndim == 2 and grid.shape[0] > 16 and grid.std() > 0  # 4x4 grid of 16x16 images.
   lines = (workdir / "metrics.jsonl").read_text().splitlines()
   assert len(lines) >= 4 and all("loss" in line for line in lines)
-  # The restart's last grid, after the guide's checkpoint: autoguided by it.
-  assert "autoguided (weight 1) by the EMA parameters of step 20" in second.stderr
+  # The restart's last grid, after the guide's checkpoints: autoguided by their mean.
+  assert "autoguided (weight 1) by the mean of the EMA parameters of steps 10, 20" in second.stderr
   assert "autoguided" not in first.stderr  # No guide asked for.
   assert np.asarray(Image.open(workdir / "samples" / "step_0000030.png")).std() > 0
   assert list(workdir.glob("events.out.tfevents.*")), "TensorBoard event file"
@@ -67,7 +68,8 @@ def test_training_writes_checkpoints_samples_and_logs(trained):
 def test_restart_resumes_exactly_where_an_uninterrupted_run_would_be(trained, tmp_path):
   workdir, _, second = trained
   assert "from step 20" in second.stderr
-  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [20, 30]  # Keep 2.
+  # The newest 2 (keep_checkpoints), and the guide's 10 and 20 for good.
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [10, 20, 30]
   # Uninterrupted, and with glibc's malloc where the others ran under tcmalloc (when this
   # machine has it, ddpm.runtime.allocator): neither a restart nor the allocator changes a bit.
   straight = ddpm(tmp_path, "--config.training.num_train_steps=30",

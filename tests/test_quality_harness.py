@@ -33,21 +33,29 @@ def test_sampler_specs_nfe_and_the_eval_key_match_the_package():
 
 def test_autoguided_sampler_specs_count_both_networks_and_match_the_package_key():
   got = harness.parse_samplers("heun:5:trailing:ag=1.5@1000,dpm_solver_pp_2m:10:ag=0.5@250raw,"
-                               "dpm_solver_pp_2m:10:trailing:ag=1@1000/300-999")
+                               "dpm_solver_pp_2m:10:trailing:ag=1@1000/300-999,"
+                               "dpm_solver_pp_2m:10:trailing:ag=1.5@1000+500+1500")
   assert [(s.method, s.steps, s.spacing, s.autoguidance_weight, s.guide_step, s.guide_use_ema,
            s.guide_t_min, s.guide_t_max, s.nfe) for s in got] == [
                ("heun", 5, "trailing", 1.5, 1000, True, 0, -1, 18),
                ("dpm_solver_pp_2m", 10, "uniform", 0.5, 250, False, 0, -1, 20),
                # Trailing steps 999, 899, ..., 99: 7 of them in 300..999 are guided.
-               ("dpm_solver_pp_2m", 10, "trailing", 1.0, 1000, True, 300, 999, 17)]
+               ("dpm_solver_pp_2m", 10, "trailing", 1.0, 1000, True, 300, 999, 17),
+               ("dpm_solver_pp_2m", 10, "trailing", 1.5, 1000, True, 0, -1, 20)]
+  assert [s.guide_steps for s in got] == [(1000,), (250,), (1000,), (500, 1000, 1500)]
+  assert got[3].guide_average_steps == (500, 1500)
   assert got[0].label == "heun 5 trailing, autoguidance 1.5 by step 1000 (18 NFE)"
   assert got[2].label == "dpm_solver_pp_2m 10 trailing, autoguidance 1 by step 1000 at t 300-999 (17 NFE)"
+  assert got[3].label == ("dpm_solver_pp_2m 10 trailing, autoguidance 1.5 by steps 500+1000+1500 "
+                          "(mean) (20 NFE)")
+  assert got[3].eval_name(0) == "dpm_solver_pp_2m10_trailing_ag1.5_guide500+1000+1500_seed0"
+  assert "--config.sampling.guide_average_steps=(500, 1500)" in got[3].overrides()
   for s in got:
     cfg = ml_collections.ConfigDict(dict(
         method=s.method, num_steps=s.steps, spacing=s.spacing, eta=0.0, variance="beta_tilde",
         guidance_weight=0.0, class_label=-1, autoguidance_weight=s.autoguidance_weight,
-        guide_step=s.guide_step, guide_use_ema=s.guide_use_ema, guide_t_min=s.guide_t_min,
-        guide_t_max=s.guide_t_max))
+        guide_step=s.guide_step, guide_average_steps=s.guide_average_steps,
+        guide_use_ema=s.guide_use_ema, guide_t_min=s.guide_t_min, guide_t_max=s.guide_t_max))
     assert s.eval_name(0) == f"{generation.sampler_name(cfg)}_seed0"
     assert f"--config.sampling.guide_step={s.guide_step}" in s.overrides()
 
@@ -55,7 +63,8 @@ def test_autoguided_sampler_specs_count_both_networks_and_match_the_package_key(
 @pytest.mark.parametrize("bad", ["", "heun", "heun:x", "euler:10", "ddim:10:cosine",
                                  "heun:5:trailing:ag=0@1000", "heun:5:trailing:ag=1@x",
                                  "heun:5:trailing:ag=1", "heun:5:trailing:w=1@1000",
-                                 "heun:5:trailing:ag=1@1000/500-100", "heun:5:ag=1@1000/x-9"])
+                                 "heun:5:trailing:ag=1@1000/500-100", "heun:5:ag=1@1000/x-9",
+                                 "heun:5:trailing:ag=1@1000+", "heun:5:trailing:ag=1@1000+x"])
 def test_bad_sampler_specs_are_one_line_errors(bad):
   with pytest.raises(ValueError) as e:
     harness.parse_samplers(bad)

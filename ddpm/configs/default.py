@@ -125,6 +125,10 @@ def get_config() -> ml_collections.ConfigDict:
   # and anomaly modes sample without it.
   sampling.autoguidance_weight = 0.0
   sampling.guide_step = -1
+  # More checkpoints of the same run averaged with guide_step's into the guide: the guide is the
+  # mean of their parameters (EMA or raw by guide_use_ema), a smoother snapshot of early
+  # training than one checkpoint; training saves and keeps every guide checkpoint.
+  sampling.guide_average_steps = ()
   sampling.guide_use_ema = True
   # Guidance only at time steps guide_t_min <= t <= guide_t_max (-1: T - 1), as guidance in a
   # limited interval of noise levels (Kynkaanniemi et al. 2024); elsewhere the guide is skipped.

@@ -90,6 +90,12 @@ def validate_config(config) -> None:
     raise ValueError(f"config.sampling.guide_step={s.guide_step!r} must name the guide's "
                      "checkpoint step (>= 0) when config.sampling.autoguidance_weight="
                      f"{s.autoguidance_weight}.")
+  avg = s.get("guide_average_steps", ())
+  if not isinstance(avg, (tuple, list)) or any(
+      isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in avg):
+    raise ValueError(f"config.sampling.guide_average_steps={avg!r} must be a tuple of "
+                     "checkpoint steps (integers >= 0) averaged into the guide, e.g. "
+                     "(500, 1500); allowed: () for the guide_step checkpoint alone.")
   for key in ("guide_t_min", "guide_t_max"):
     if isinstance(s[key], bool) or not isinstance(s[key], int):
       raise ValueError(f"config.sampling.{key}={s[key]!r} must be an integer time step.")

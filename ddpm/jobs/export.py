@@ -7,8 +7,8 @@ settings in the file's metadata and in a .json of the same name beside it
 (`ddpm.pipelines.pretrained`). `ddpm.load_pretrained(path)` then rebuilds the model without
 the workdir or config file, and every sampling, evaluation and editing mode reads the file
 with --config.sampling.pretrained=<path>. When config.sampling asks for autoguidance, the
-guide's parameters (checkpoint sampling.guide_step) go into the same file, so that sampling
-from the file is guided as sampling from the workdir is.
+guide's parameters (checkpoint sampling.guide_step, or its mean with guide_average_steps) go
+into the same file, so that sampling from the file is guided as sampling from the workdir is.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 from absl import logging
 
 from ddpm.jobs import config_validation, restore
-from ddpm.pipelines import pretrained
+from ddpm.pipelines import denoiser, pretrained
 
 
 def validate_export_config(config) -> None:
@@ -91,6 +91,6 @@ class ExportJob:
     logging.info("Exported the %s parameters of checkpoint step %d%s to %s (%.2f MB, %d "
                  "parameters) and their settings to %s.", out["settings"]["weights"], self.step,
                  "" if self.guide_params is None else
-                 f" and of its autoguidance guide (step {self.config.sampling.guide_step})",
+                 f" and of its autoguidance guide ({denoiser.describe_guide(self.config.sampling)})",
                  path, out["bytes"] / 1e6, out["num_params"], out["json"])
     return out

@@ -73,11 +73,12 @@ def restore_params(config, workdir: str) -> tuple[str, object, int]:
 
 
 def restore_guide_params(config, workdir: str, model_step: int | None = None):
-  """The autoguidance guide's parameters: checkpoint config.sampling.guide_step of `workdir`
-  (EMA or raw by config.sampling.guide_use_ema), or the guide exported in the file of
-  config.sampling.pretrained; None when autoguidance is off. A guide that is not older than
-  the model's checkpoint `model_step` gets a warning: it is the model itself, or a stronger
-  one (anti-guidance)."""
+  """The autoguidance guide's parameters: the mean (`checkpointing.mean_params`) of checkpoints
+  config.sampling.guide_step and guide_average_steps of `workdir` (EMA or raw by
+  config.sampling.guide_use_ema; one step: its parameters), or the guide exported in the file
+  of config.sampling.pretrained; None when autoguidance is off. A guide not older than the
+  model's checkpoint `model_step` gets a warning: it is the model itself, or a stronger one
+  (anti-guidance)."""
   s = config.sampling
   if not denoiser.autoguided(s):
     return None
@@ -86,18 +87,24 @@ def restore_guide_params(config, workdir: str, model_step: int | None = None):
     logging.info("Autoguidance: the guide is the one exported in %s, weight %g.", s.pretrained,
                  s.autoguidance_weight)
     return params
+  steps = denoiser.guide_steps(s)
   guide_config = config.copy_and_resolve_references()
   guide_config.sampling.pretrained = ""
-  guide_config.sampling.checkpoint_step = s.guide_step
   guide_config.sampling.use_ema = s.guide_use_ema
-  try:
-    _, params, step = restore_params(guide_config, workdir)
-  except ValueError as e:
-    raise ValueError(f"config.sampling.guide_step={s.guide_step}: {e} Sampling without "
-                     "autoguidance: config.sampling.autoguidance_weight=0.") from None
-  if model_step is not None and step >= model_step:
+  trees = []
+  for step in steps:
+    guide_config.sampling.checkpoint_step = step
+    try:
+      trees.append(restore_params(guide_config, workdir)[1])
+    except ValueError as e:
+      which = (f"guide_step={step}" if step == s.guide_step else
+               f"guide_average_steps={tuple(s.guide_average_steps)} (step {step})")
+      raise ValueError(f"config.sampling.{which}: {e} Sampling without autoguidance: "
+                       "config.sampling.autoguidance_weight=0.") from None
+  if model_step is not None and steps[-1] >= model_step:
     logging.warning("Autoguidance by step %d of a model of step %d: the guide should be an "
-                    "earlier, weaker checkpoint (config.sampling.guide_step).", step, model_step)
-  logging.info("Autoguidance: the guide is the %s parameters of step %d, weight %g.",
-               "EMA" if s.guide_use_ema else "raw", step, s.autoguidance_weight)
-  return params
+                    "earlier, weaker checkpoint (config.sampling.guide_step, "
+                    "guide_average_steps).", steps[-1], model_step)
+  logging.info("Autoguidance: the guide is %s, weight %g.", denoiser.describe_guide(s),
+               s.autoguidance_weight)
+  return trees[0] if len(trees) == 1 else checkpointing.mean_params(trees)

@@ -95,32 +95,33 @@ def check_folder(workdir: str, folder: image_folder.ImageFolder, num_classes: in
     logging.warning("Could not write %s (%s).", path, e.strerror or e)
 
 
-def guide_checkpoint_kept(training, sampling) -> bool:
-  """Whether a run with these `training` settings saves, and keeps for good, the checkpoint at
-  sampling.guide_step that autoguidance reads: a multiple of checkpoint_every_steps and of
-  keep_every_steps (retention deletes the others once keep_checkpoints newer ones exist)."""
-  step = sampling.guide_step
-  return (step > 0 and step % training.checkpoint_every_steps == 0
-          and training.keep_every_steps > 0 and step % training.keep_every_steps == 0)
+def guide_checkpoint_steps(config) -> tuple[int, ...]:
+  """The checkpoints autoguidance reads (`denoiser.guide_steps`: sampling.guide_step and
+  guide_average_steps) when config.sampling asks for it, else (): the run saves each of them
+  whatever checkpoint_every_steps says, and keeps it for good."""
+  s = config.sampling
+  return denoiser.guide_steps(s) if denoiser.autoguided(s) else ()
 
 
-def warn_if_guide_not_kept(config) -> None:
-  """A warning when config.sampling asks for autoguidance by a checkpoint this run will not
-  keep (`guide_checkpoint_kept`): --mode=sample would then stop and ask for it."""
-  t, s = config.training, config.sampling
-  if not denoiser.autoguided(s):
-    return
-  if s.guide_step >= t.num_train_steps:
+def saves_checkpoint(step: int, config, last: bool = False) -> bool:
+  """Whether the run writes a checkpoint at `step`: every training.checkpoint_every_steps, at
+  each guide checkpoint (`guide_checkpoint_steps`) and at its last step."""
+  return (last or step % config.training.checkpoint_every_steps == 0
+          or step in guide_checkpoint_steps(config))
+
+
+def warn_if_guide_not_saved(config) -> None:
+  """A warning when config.sampling asks for autoguidance by a checkpoint this run does not
+  reach (`guide_checkpoint_steps`): --mode=sample would then stop and ask for it."""
+  t = config.training
+  steps = [s for s in guide_checkpoint_steps(config) if not 0 < s < t.num_train_steps]
+  if steps:
     logging.warning(
-        "config.sampling.guide_step=%d (autoguidance) is not before this run's last step %d: "
-        "sampling with autoguidance needs an earlier checkpoint; set guide_step below it, or "
-        "config.sampling.autoguidance_weight=0.", s.guide_step, t.num_train_steps)
-  elif not guide_checkpoint_kept(t, s):
-    logging.warning(
-        "config.sampling.guide_step=%d (autoguidance) is not a checkpoint this run keeps "
-        "(training.checkpoint_every_steps=%d, keep_every_steps=%d): sampling with autoguidance "
-        "will need it; set training.keep_every_steps to a divisor of it.", s.guide_step,
-        t.checkpoint_every_steps, t.keep_every_steps)
+        "Autoguidance by checkpoint(s) %s (config.sampling.guide_step, guide_average_steps), "
+        "which this run of %d steps does not save before its last step: sampling with "
+        "autoguidance needs earlier checkpoints; set them in 1..%d, or "
+        "config.sampling.autoguidance_weight=0.", ", ".join(map(str, steps)), t.num_train_steps,
+        t.num_train_steps - 1)
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -188,7 +189,7 @@ class Trainer:
     """
     cls.validate(config)
     input_pipeline.local_batch_size(config.training.batch_size)  # Divisible by devices.
-    warn_if_guide_not_kept(config)
+    warn_if_guide_not_saved(config)
     workdir = prepare_workdir(workdir)
     # Unknown dataset, or an image folder that is empty or holds a bad image -> error.
     builder = input_pipeline.get_builder(config.data, config.model.num_classes)
@@ -211,7 +212,8 @@ class Trainer:
     schedule = schedules.schedule_from_config(config.diffusion)
     manager = checkpointing.create_manager(workdir, config.training.keep_checkpoints,
                                            config.training.checkpoint_every_steps,
-                                           config.training.keep_every_steps)
+                                           config.training.keep_every_steps,
+                                           keep_steps=guide_checkpoint_steps(config))
     t = config.training
     if t.init_from and manager.latest_step() is None:  # Fine-tuning: a fresh run from there.
       params, _ = finetune.load_init_params(t.init_from, state.params, meta, t.init_params)
@@ -252,31 +254,31 @@ class Trainer:
                                        self._grid_per_device, build.image_shape(c))
 
   def _grid_guide(self, ema_params_replicated, step: int):
-    """With config.sampling's autoguidance, the guide's replicated parameters once a checkpoint
-    at sampling.guide_step < step is saved (read once); else None (the grid is unguided)."""
+    """With config.sampling's autoguidance, the guide's replicated parameters (the mean of its
+    checkpoints, `checkpointing.restore_mean_params`) once every guide checkpoint is saved and
+    older than `step` (read once); else None (the grid is unguided)."""
     s = self.config.sampling
-    if not denoiser.autoguided(s) or not s.guide_step < step or self.guide_replicated is False:
+    steps = guide_checkpoint_steps(self.config)
+    if not steps or not steps[-1] < step or self.guide_replicated is False:
       return None
     if self.guide_replicated is None:
       checkpointing.wait_until_finished(self.manager)
-      if s.guide_step not in self.manager.all_steps():
+      if not set(steps) <= set(self.manager.all_steps()):
         return None
       template = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
                                         ema_params_replicated)
       which = "ema_params" if s.guide_use_ema else "params"
       try:
-        guide = checkpointing.restore_params(self.manager, s.guide_step, template, self.meta,
-                                             which)
+        guide = checkpointing.restore_mean_params(self.manager, steps, template, self.meta, which)
       except Exception as e:  # pylint: disable=broad-except  # A grid never stops training.
-        logging.warning("Sample grids stay unguided: the guide's checkpoint %d cannot be read "
-                        "(%s).", s.guide_step, str(e).splitlines()[0][:200] if str(e) else
+        logging.warning("Sample grids stay unguided: the guide's checkpoints %s cannot be read "
+                        "(%s).", steps, str(e).splitlines()[0][:200] if str(e) else
                         type(e).__name__)
         self.guide_replicated = False
         return None
       self.guide_replicated = jax_utils.replicate(guide, axis_name=replicas.AXIS)
-      logging.info("Sample grids from now on: autoguided (weight %g) by the %s parameters of "
-                   "step %d.", s.autoguidance_weight, "EMA" if s.guide_use_ema else "raw",
-                   s.guide_step)
+      logging.info("Sample grids from now on: autoguided (weight %g) by %s.",
+                   s.autoguidance_weight, denoiser.describe_guide(s))
     return self.guide_replicated
 
   def sample_grid(self, ema_params_replicated, step: int) -> tuple[str, np.ndarray]:
@@ -458,9 +460,11 @@ class Trainer:
         logging.info("Wrote samples of step %d to %s (%.1f s).", step, path, time.time() - t0)
         self._soft_write("TensorBoard events", writer.write_images, step,
                          {"samples": grid[None]})
-      if step % c.training.checkpoint_every_steps == 0 or last:
+      if saves_checkpoint(step, c, last):
         drain()  # Never checkpoint past a non-finite step under nan_policy=stop.
-        checkpointing.save(self.manager, step, replicas.unreplicate(state), self.meta, force=last)
+        # saves_checkpoint decides; force: orbax's save interval would skip the guide's and the
+        # last step.
+        checkpointing.save(self.manager, step, replicas.unreplicate(state), self.meta, force=True)
       if stop:
         logging.warning("Stopped by signal %d at step %d; the same command resumes from here.",
                         self.stop_requested, step)

@@ -48,8 +48,8 @@ def make_denoise_fn(model: nn.Module, params, labels=None, guidance_weight: floa
   return guidance.guided_denoise_fn(apply, labels, num_classes, guidance_weight)
 
 
-AUTOGUIDANCE_KEYS = ("autoguidance_weight", "guide_step", "guide_use_ema", "guide_t_min",
-                     "guide_t_max")
+AUTOGUIDANCE_KEYS = ("autoguidance_weight", "guide_step", "guide_average_steps", "guide_use_ema",
+                     "guide_t_min", "guide_t_max")
 
 
 def autoguidance_settings(sampling_config) -> dict:
@@ -62,6 +62,23 @@ def autoguidance_settings(sampling_config) -> dict:
 def autoguided(sampling_config) -> bool:
   """Whether config.sampling asks for autoguidance (a nonzero autoguidance_weight)."""
   return float(sampling_config.get("autoguidance_weight", 0.0)) != 0.0
+
+
+def guide_steps(sampling_config) -> tuple[int, ...]:
+  """The checkpoint steps the autoguidance guide is the parameter mean of, ascending:
+  config.sampling.guide_step and guide_average_steps (`checkpointing.mean_params`)."""
+  s = sampling_config
+  return tuple(sorted({int(s["guide_step"])} | {int(x) for x in s.get("guide_average_steps", ())}))
+
+
+def describe_guide(sampling_config) -> str:
+  """"the EMA parameters of step 1000", or "the mean of the EMA parameters of steps 500, 1000,
+  1500" (`guide_steps`), for log lines."""
+  steps = guide_steps(sampling_config)
+  kind = "EMA" if sampling_config.get("guide_use_ema", True) else "raw"
+  if len(steps) == 1:
+    return f"the {kind} parameters of step {steps[0]}"
+  return f"the mean of the {kind} parameters of steps {', '.join(map(str, steps))}"
 
 
 def check_guide(sampling_config, guide_params) -> None:

@@ -49,7 +49,8 @@ def sampler_name(sampling_config) -> str:
   if s.get("class_label", -1) >= 0:
     name += f"_class{s.class_label}"
   if denoiser.autoguided(s):
-    name += f"_ag{s.autoguidance_weight:g}_guide{s.guide_step}{'' if s.guide_use_ema else 'raw'}"
+    steps = "+".join(map(str, denoiser.guide_steps(s)))
+    name += f"_ag{s.autoguidance_weight:g}_guide{steps}{'' if s.guide_use_ema else 'raw'}"
     lo, hi = int(s.get("guide_t_min", 0)), int(s.get("guide_t_max", -1))
     if (lo, hi) != (0, -1):
       name += f"_t{lo}-{hi if hi >= 0 else 'T'}"

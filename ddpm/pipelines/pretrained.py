@@ -22,7 +22,8 @@ The settings (a JSON object):
   checkpoint_step  the training step of the weights
   weights          "ema" (the EMA parameters) or "params" (the raw ones)
   autoguidance     only when the exporting config samples with autoguidance: its weight,
-                   guide_step, guide_use_ema, guide_t_min and guide_t_max; the guide's
+                   guide_step, guide_average_steps, guide_use_ema, guide_t_min and guide_t_max;
+                   the guide's
                    parameters are then in the file too, under the top-level key
                    "autoguidance_guide" (tensors "autoguidance_guide/<path>")
 
@@ -145,6 +146,8 @@ def config_with_settings(config, settings: dict, source: str = "the settings"):
   for key in ("guide_step", "guide_use_ema"):  # Which guide the file holds, if any.
     if key in guide:
       config.sampling[key] = guide[key]
+  if guide:  # Files before guide_average_steps hold the guide_step checkpoint's alone.
+    config.sampling.guide_average_steps = _tuples(guide.get("guide_average_steps", []))
   if guide and not denoiser.autoguided(config.sampling):
     logging.info("%s holds an autoguidance guide (exported with weight %g); "
                  "config.sampling.autoguidance_weight=0 samples without it.", source,

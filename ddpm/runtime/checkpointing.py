@@ -101,14 +101,21 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def create_manager(workdir: str, max_to_keep: int | None = 3, save_interval_steps: int = 1,
-                   keep_period: int = 0) -> ocp.CheckpointManager:
+                   keep_period: int = 0, keep_steps=()) -> ocp.CheckpointManager:
   """A manager for `workdir/checkpoints` keeping the newest `max_to_keep` checkpoints.
 
-  With `keep_period` > 0, checkpoints whose step is a multiple of it are kept as well.
+  With `keep_period` > 0, checkpoints whose step is a multiple of it are kept as well, and so
+  are those at `keep_steps` (e.g. the checkpoints an autoguidance guide is made of). This is
+  orbax's own default policy for max_to_keep and keep_period, with CustomSteps added.
   """
+  policies = [ocp.checkpoint_managers.LatestN(max_to_keep)]
+  if keep_period:
+    policies.append(ocp.checkpoint_managers.EveryNSteps(keep_period))
+  if keep_steps:
+    policies.append(ocp.checkpoint_managers.CustomSteps(sorted({int(s) for s in keep_steps})))
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True,
-      keep_period=keep_period or None, enable_async_checkpointing=True)
+      save_interval_steps=save_interval_steps, create=True, enable_async_checkpointing=True,
+      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies))
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_names=("state", "meta"))
 
@@ -188,6 +195,33 @@ def restore_params(manager: ocp.CheckpointManager, step: int, template, meta: di
   if bad:
     raise ValueError(f"checkpoint step {step} in {manager.directory} holds NaN/Inf in {bad[0]}.")
   return params
+
+
+def mean_params(trees):
+  """The element-wise mean (1/K) sum_k theta_k of K >= 1 parameter trees of one structure, as
+  numpy arrays of the first tree's dtypes (accumulated in float64): a uniform weight average
+  of checkpoints, as stochastic weight averaging (Izmailov et al. 2018, eq. 2) and post-hoc
+  EMA reconstructions (Karras et al. 2024, EDM2, sec. 3) average snapshots of one run."""
+  trees = list(trees)
+  if not trees:
+    raise ValueError("mean_params needs at least one parameter tree; got none.")
+  structure = jax.tree_util.tree_structure(trees[0])
+  for i, tree in enumerate(trees[1:], 1):
+    if jax.tree_util.tree_structure(tree) != structure:
+      raise ValueError(f"mean_params: tree {i} has another structure than tree 0.")
+  return jax.tree_util.tree_map(
+      lambda *xs: (sum(np.asarray(x, np.float64) for x in xs) / len(xs)).astype(
+          np.asarray(xs[0]).dtype), *trees)
+
+
+def restore_mean_params(manager: ocp.CheckpointManager, steps, template, meta: dict,
+                        which: str = "ema_params"):
+  """`mean_params` of the `which` parameters of the checkpoints at `steps` (one step: exactly
+  its parameters), each read and checked by `restore_params`."""
+  steps = list(steps)
+  if len(steps) == 1:
+    return restore_params(manager, steps[0], template, meta, which)
+  return mean_params(restore_params(manager, s, template, meta, which) for s in steps)
 
 
 def _quarantine(manager: ocp.CheckpointManager, step: int, reason: str) -> str:

@@ -25,7 +25,8 @@ One run at a time on an idle machine: two runs on 2 cores distort each other's m
 
 A sampler is method:steps[:spacing][:ag=W@STEP] (spacing default uniform); its NFE is steps,
 or 2 steps - 1 for Heun, per network. ag=W@STEP adds autoguidance of weight W by the EMA
-parameters of the same run's checkpoint STEP (ag=W@STEPraw: its raw parameters), which doubles
+parameters of the same run's checkpoint STEP (ag=W@STEPraw: its raw parameters; ag=W@S1+S2+...:
+the mean of several checkpoints', `--config.sampling.guide_average_steps`), which doubles
 the network evaluations (`--config.sampling.autoguidance_weight`); ag=W@STEP/LO-HI guides only
 the evaluations at time steps LO..HI, and counts the guide's evaluations there alone.
 """
@@ -61,6 +62,7 @@ class Sampler:
   spacing: str = "uniform"
   autoguidance_weight: float = 0.0
   guide_step: int = -1
+  guide_average_steps: tuple = ()
   guide_use_ema: bool = True
   guide_t_min: int = 0
   guide_t_max: int = -1
@@ -70,7 +72,8 @@ class Sampler:
     return ml_collections.ConfigDict(dict(
         method=self.method, num_steps=self.steps, spacing=self.spacing, eta=0.0,
         variance="beta_tilde", autoguidance_weight=self.autoguidance_weight,
-        guide_step=self.guide_step, guide_use_ema=self.guide_use_ema,
+        guide_step=self.guide_step, guide_average_steps=self.guide_average_steps,
+        guide_use_ema=self.guide_use_ema,
         guide_t_min=self.guide_t_min, guide_t_max=self.guide_t_max))
 
   @property
@@ -80,18 +83,25 @@ class Sampler:
     return generation.network_evaluations(self.sampling_config(), NUM_TIMESTEPS)
 
   @property
+  def guide_steps(self) -> tuple[int, ...]:
+    """The checkpoints whose parameters the guide is the mean of, ascending."""
+    return tuple(sorted({self.guide_step, *self.guide_average_steps}))
+
+  @property
   def label(self) -> str:
     guide = ""
     if self.autoguidance_weight:
-      guide = (f", autoguidance {self.autoguidance_weight:g} by step {self.guide_step}"
+      steps = self.guide_steps
+      guide = (f", autoguidance {self.autoguidance_weight:g} by step"
+               f"{'s ' + '+'.join(map(str, steps)) + ' (mean)' if len(steps) > 1 else ' ' + str(steps[0])}"
                f"{'' if self.guide_use_ema else ' raw'}")
       if (self.guide_t_min, self.guide_t_max) != (0, -1):
         guide += f" at t {self.guide_t_min}-{self.guide_t_max if self.guide_t_max >= 0 else 'T'}"
     return f"{self.method} {self.steps} {self.spacing}{guide} ({self.nfe} NFE)"
 
   def overrides(self) -> list[str]:
-    return [f"--config.sampling.{k}={v}" for k, v in self.sampling_config().items()
-            if k != "variance"]
+    return [f"--config.sampling.{k}={tuple(v) if isinstance(v, (tuple, list)) else v}"
+            for k, v in self.sampling_config().items() if k != "variance"]
 
   def eval_name(self, seed: int) -> str:
     """The key `--mode=eval` files these samples under: the package's own sampler name."""
@@ -123,12 +133,14 @@ def parse_samplers(spec: str) -> list[Sampler]:
         weight = float(w)
       except ValueError:
         weight = -1.0
-      if (not parts[3].startswith("ag=") or not step.isdigit() or not weight > 0
+      steps = step.split("+")
+      if (not parts[3].startswith("ag=") or not all(x.isdigit() for x in steps) or not weight > 0
           or (interval and not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi)))):
         raise ValueError(f"sampler {item!r}: autoguidance {parts[3]!r}; expected ag=W@STEP, "
                          "ag=W@STEPraw, optionally /LO-HI (guided time steps), with W > 0, STEP "
-                         "a checkpoint step and LO <= HI")
-      guide = dict(autoguidance_weight=weight, guide_step=int(step), guide_use_ema=not raw)
+                         "a checkpoint step or steps joined by + (their mean) and LO <= HI")
+      guide = dict(autoguidance_weight=weight, guide_step=int(steps[0]),
+                   guide_average_steps=tuple(int(x) for x in steps[1:]), guide_use_ema=not raw)
       if interval:
         guide |= dict(guide_t_min=int(lo), guide_t_max=int(hi))
     out.append(Sampler(parts[0], int(parts[1]), spacing, **guide))
@@ -305,8 +317,9 @@ def main(argv=None) -> None:
     samplers = parse_samplers(args.samplers)
     minute_marks(args.eval_minutes, None)  # Bad marks fail before any training.
     for s in samplers:  # A guide must be a checkpoint the run keeps.
-      if s.autoguidance_weight and not args.eval_only and s.guide_step % args.checkpoint_every:
-        raise ValueError(f"sampler {s.label}: guide step {s.guide_step} is not a multiple of "
+      off = [g for g in s.guide_steps if g % args.checkpoint_every]
+      if s.autoguidance_weight and not args.eval_only and off:
+        raise ValueError(f"sampler {s.label}: guide step {off[0]} is not a multiple of "
                          f"--checkpoint_every={args.checkpoint_every}, so no checkpoint is kept there")
   except ValueError as e:
     sys.exit(f"harness: error: {e}")
@@ -341,11 +354,12 @@ def main(argv=None) -> None:
       log(f"no checkpoint by {minutes} min; skipped")
       continue
     for sampler in samplers:
-      if sampler.autoguidance_weight and not 0 <= sampler.guide_step < step:
+      if sampler.autoguidance_weight and not 0 <= sampler.guide_steps[-1] < step:
         log(f"step {step}, {sampler.label}: the guide must be an earlier checkpoint; skipped")
         continue
-      if sampler.autoguidance_weight and sampler.guide_step not in checkpoints:
-        log(f"step {step}, {sampler.label}: no checkpoint at step {sampler.guide_step}; skipped")
+      missing = [g for g in sampler.guide_steps if g not in checkpoints]
+      if sampler.autoguidance_weight and missing:
+        log(f"step {step}, {sampler.label}: no checkpoint at step {missing[0]}; skipped")
         continue
       res, eval_cmd = evaluate(args, workdir, step, sampler, log)
       q = res["q"]

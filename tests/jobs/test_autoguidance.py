@@ -83,6 +83,29 @@ def test_the_guide_is_the_named_checkpoint_ema_or_raw(workdir):
   assert restore.restore_guide_params(config(guide_step=1), str(workdir)) is None  # w = 0: off.
 
 
+def test_a_guide_of_several_checkpoints_is_the_mean_of_their_parameters(workdir):
+  """guide_average_steps: the guide is (theta_1 + theta_2) / 2 of the EMA (or raw) parameters,
+  whichever of the steps guide_step names, and sampling names all of them."""
+  for use_ema in (True, False):
+    _, p1, _ = restore.restore_params(config(checkpoint_step=1, use_ema=use_ema), str(workdir))
+    _, p2, _ = restore.restore_params(config(checkpoint_step=2, use_ema=use_ema), str(workdir))
+    for step, average in ((1, (2,)), (2, (1, 2))):
+      got = restore.restore_guide_params(config(
+          autoguidance_weight=1.0, guide_step=step, guide_average_steps=average,
+          guide_use_ema=use_ema), str(workdir))
+      jax.tree_util.tree_map(
+          lambda g, a, b: np.testing.assert_allclose(g, (a + b) / 2, rtol=1e-6, atol=1e-7),
+          got, p1, p2)
+  out = sample_job.SampleJob.setup(config(autoguidance_weight=1.0, guide_step=1,
+                                          guide_average_steps=(2,)), str(workdir)).run()
+  assert out["npz"].endswith("_ag1_guide1+2_seed0_step2.npz")
+  with pytest.raises(ValueError, match=r"^config.sampling.guide_average_steps=\(7,\) \(step 7\): "
+                                       r"checkpoint step 7 is not in .*; available: \[1, 2\]\. "
+                                       r"Sampling without autoguidance: "):
+    restore.restore_guide_params(config(autoguidance_weight=1.0, guide_step=1,
+                                        guide_average_steps=(7,)), str(workdir))
+
+
 @pytest.mark.parametrize("sampling,match", [
     ({"autoguidance_weight": float("inf"), "guide_step": 1},
      r"^config.sampling.autoguidance_weight=inf must be finite and >= 0 \(0: off\)\.$"),
@@ -97,6 +120,10 @@ def test_the_guide_is_the_named_checkpoint_ema_or_raw(workdir):
      r"^config.sampling.guide_t_min=0, guide_t_max=1000000: allowed 0 <= guide_t_min <= "
      r"guide_t_max <= \d+ \(T - 1\), or guide_t_max=-1 \(T - 1\)\.$"),
     ({"guide_t_max": True}, r"^config.sampling.guide_t_max=True must be an integer time step\.$"),
+    ({"autoguidance_weight": 1.0, "guide_step": 1, "guide_average_steps": (500, -1)},
+     r"^config.sampling.guide_average_steps=\(500, -1\) must be a tuple of checkpoint steps "),
+    ({"guide_average_steps": (True,)},
+     r"^config.sampling.guide_average_steps=\(True,\) must be a tuple of checkpoint steps "),
 ])
 def test_bad_autoguidance_values_are_one_line_errors(sampling, match):
   with pytest.raises(ValueError, match=match) as e:
@@ -126,7 +153,8 @@ def test_modes_without_autoguidance_run_without_it_and_export_carries_the_guide(
 
   exported = jobs.setup_job("export", c, str(workdir)).run()
   assert exported["settings"]["autoguidance"] == dict(
-      autoguidance_weight=1.0, guide_step=1, guide_use_ema=True, guide_t_min=0, guide_t_max=-1)
+      autoguidance_weight=1.0, guide_step=1, guide_average_steps=[], guide_use_ema=True,
+      guide_t_min=0, guide_t_max=-1)
   assert "autoguidance_weight" not in exported["settings"]["sampling"]
   _, ema1, _ = restore.restore_params(config(checkpoint_step=1), str(workdir))
   m = pretrained.load_pretrained(exported["path"])
@@ -149,22 +177,47 @@ def test_modes_without_autoguidance_run_without_it_and_export_carries_the_guide(
   assert "is off: the file was exported without a guide" in caplog.text
 
 
-@pytest.mark.parametrize("every,keep_every,keep,guide_step", [
-    (2, 4, 1, 4), (2, 4, 1, 6), (2, 0, 2, 4), (3, 6, 1, 4), (2, 6, 2, 6), (1, 2, 1, 3)])
-def test_the_guide_is_kept_exactly_when_retention_keeps_its_checkpoint(
-    tmp_path, every, keep_every, keep, guide_step):
-  """Checkpoints saved as the trainer saves them (`checkpointing.create_manager` with the run's
-  keep_checkpoints, checkpoint_every_steps and keep_every_steps, a save at every step that is a
-  multiple of checkpoint_every_steps) over a run long enough for the guide's checkpoint to age
-  out of the newest ones: orbax keeps it iff `guide_checkpoint_kept` says so."""
-  training = ml_collections.ConfigDict(dict(checkpoint_every_steps=every,
-                                            keep_every_steps=keep_every, keep_checkpoints=keep))
-  sampling = ml_collections.ConfigDict(dict(guide_step=guide_step))
+def test_an_exported_averaged_guide_is_the_mean_and_its_file_says_so(workdir):
+  c = config(autoguidance_weight=1.0, guide_step=1, guide_average_steps=(2,))
+  c.export.path = str(workdir / "averaged" / "model.safetensors")
+  exported = jobs.setup_job("export", c, str(workdir)).run()
+  assert exported["settings"]["autoguidance"]["guide_average_steps"] == [2]
+  m = pretrained.load_pretrained(exported["path"])
+  want = restore.restore_guide_params(c, str(workdir))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, m.guide_params, want)
+  assert m.config.sampling.guide_average_steps == (2,)
+  loaded = pretrained.config_with_settings(config(), exported["settings"])
+  assert (loaded.sampling.guide_step, loaded.sampling.guide_average_steps) == (1, (2,))
+
+
+@pytest.mark.parametrize("every,keep_every,keep,guide_step,average", [
+    (2, 4, 1, 4, ()), (2, 0, 1, 6, ()), (2, 0, 2, 4, (1, 3, 5)), (3, 6, 1, 4, (2, 8)),
+    (2, 6, 2, 6, (4,)), (1, 0, 1, 3, (2,))])
+def test_a_run_saves_and_keeps_every_guide_checkpoint_and_retention_is_otherwise_unchanged(
+    tmp_path, every, keep_every, keep, guide_step, average):
+  """Checkpoints saved as the trainer saves them (`train.saves_checkpoint`, a manager with the
+  run's keep_checkpoints, checkpoint_every_steps, keep_every_steps and the guide's steps) over
+  a run long enough for the guide's checkpoints to age out of the newest ones: every guide
+  checkpoint is there at the end, whether or not checkpoint_every_steps divides it, and the
+  others are exactly the newest `keep` and the multiples of keep_every_steps."""
+  c = ml_collections.ConfigDict(dict(
+      training=dict(checkpoint_every_steps=every, keep_every_steps=keep_every,
+                    keep_checkpoints=keep),
+      sampling=dict(autoguidance_weight=1.0, guide_step=guide_step, guide_average_steps=average)))
+  guide = train_job.guide_checkpoint_steps(c)
+  assert guide == tuple(sorted({guide_step, *average}))
   _, _, _, _, state, meta = tiny_state()
-  manager = checkpointing.create_manager(str(tmp_path), keep, every, keep_every)
-  for step in range(every, guide_step + (keep + 2) * every + 1, every):
-    checkpointing.save(manager, step, state.replace(step=jnp.asarray(step, jnp.int32)), meta)
+  manager = checkpointing.create_manager(str(tmp_path), keep, every, keep_every, keep_steps=guide)
+  last = max(guide) + (keep + 2) * every
+  saved = []
+  for step in range(1, last + 1):
+    if train_job.saves_checkpoint(step, c, last=step == last):
+      saved.append(step)
+      checkpointing.save(manager, step, state.replace(step=jnp.asarray(step, jnp.int32)), meta,
+                         force=True)
   checkpointing.wait_until_finished(manager)
-  kept = guide_step in manager.all_steps()
+  kept = sorted(manager.all_steps())
   manager.close()
-  assert train_job.guide_checkpoint_kept(training, sampling) == kept
+  assert set(guide) <= set(saved)
+  assert kept == sorted(set(saved[-keep:]) | set(guide) |
+                        {s for s in saved if keep_every and s % keep_every == 0})

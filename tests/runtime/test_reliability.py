@@ -252,6 +252,48 @@ def test_retention_keeps_the_newest_k_and_every_nth(tmp_path):
   manager.close()
 
 
+def test_retention_keeps_the_custom_steps_as_well(tmp_path):
+  *_, state, meta = tiny_state()
+  manager = checkpointing.create_manager(str(tmp_path), max_to_keep=2, keep_period=4,
+                                         keep_steps=(3, 5, 8))
+  for step in range(1, 11):
+    checkpointing.save(manager, step, state.replace(step=jnp.asarray(step, jnp.int32)), meta)
+  manager.wait_until_finished()
+  assert manager.all_steps() == [3, 4, 5, 8, 9, 10]
+  manager.close()
+
+
+def test_mean_params_is_the_elementwise_average_of_any_number_of_trees():
+  """mean_params of K trees: the mean of one tree is the tree; the mean does not depend on the
+  trees' order; the mean of a, b is (a + b) / 2; adding a constant c to every tree adds c."""
+  from hypothesis import given, settings, strategies as st
+
+  @settings(max_examples=40, deadline=None)
+  @given(st.integers(1, 5), st.integers(0, 2**31 - 1), st.floats(-3, 3))
+  def check(k, seed, c):
+    rng = np.random.default_rng(seed)
+    trees = [{"a": {"w": rng.normal(size=(3, 2)).astype(np.float32)},
+              "b": rng.normal(size=(4,)).astype(np.float32)} for _ in range(k)]
+    mean = checkpointing.mean_params(trees)
+    want = jax.tree_util.tree_map(lambda *xs: np.mean(np.stack(xs), 0), *trees)
+    jax.tree_util.tree_map(lambda m, w: np.testing.assert_allclose(m, w, rtol=1e-6, atol=1e-6),
+                           mean, want)
+    assert mean["b"].dtype == np.float32
+    jax.tree_util.tree_map(np.testing.assert_array_equal, checkpointing.mean_params(trees[:1]),
+                           trees[0])
+    jax.tree_util.tree_map(lambda m, r: np.testing.assert_allclose(m, r, rtol=1e-6, atol=1e-6),
+                           mean, checkpointing.mean_params(trees[::-1]))
+    shifted = checkpointing.mean_params(
+        [jax.tree_util.tree_map(lambda x: x + np.float32(c), t) for t in trees])
+    jax.tree_util.tree_map(lambda s, m: np.testing.assert_allclose(s, m + c, rtol=1e-5, atol=1e-5),
+                           shifted, mean)
+  check()
+  with pytest.raises(ValueError, match="at least one"):
+    checkpointing.mean_params([])
+  with pytest.raises(ValueError, match="another structure"):
+    checkpointing.mean_params([{"a": np.zeros(2)}, {"b": np.zeros(2)}])
+
+
 def test_nonfinite_arrays_names_exactly_the_bad_leaves():
   from hypothesis import given, strategies as st
 
