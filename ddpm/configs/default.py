@@ -121,13 +121,14 @@ def get_config() -> ml_collections.ConfigDict:
   # D = (1 + w) D_model - w D_guide (their weight 1 + w); 0 turns it off. guide_step names the
   # guide's checkpoint in the workdir (e.g. an early one); each sampler evaluation then costs two
   # network evaluations. Used by --mode=sample, eval, synthesize and the training grids (once the
-  # guide's checkpoint exists), and --mode=export writes the guide into its file; the editing
+  # guide's checkpoints exist), and --mode=export writes the guide into its file; the editing
   # and anomaly modes sample without it.
   sampling.autoguidance_weight = 0.0
   sampling.guide_step = -1
   # More checkpoints of the same run averaged with guide_step's into the guide: the guide is the
-  # mean of their parameters (EMA or raw by guide_use_ema), a smoother snapshot of early
-  # training than one checkpoint; training saves and keeps every guide checkpoint.
+  # mean of their parameters (EMA or raw by guide_use_ema; the steps are a set, a step named
+  # twice counts once), a smoother snapshot of early training than one checkpoint. Training
+  # saves and keeps every checkpoint guide_step and guide_average_steps name.
   sampling.guide_average_steps = ()
   sampling.guide_use_ema = True
   # Guidance only at time steps guide_t_min <= t <= guide_t_max (-1: T - 1), as guidance in a

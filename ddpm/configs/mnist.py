@@ -8,7 +8,7 @@ weights (Hang et al. 2023), t drawn with probability proportional to its loss we
 example weighted by w(t) / (T p(t)) (the same objective with less variance: uniform t has 0.38
 of its effective sample size), Adam at 2e-3 (a small model tolerates a far larger rate than the
 paper's 2e-4) with 200 warm-up steps, batch 64, EMA 0.999 with warm-up, 4750 steps (5.1
-epochs). Grids after step 1000, --mode=sample and --mode=eval use DPM-Solver++(2M) with 10
+epochs). Grids after step 1500, --mode=sample and --mode=eval use DPM-Solver++(2M) with 10
 trailing steps autoguided (Karras et al. 2024) with weight 1.5 by the parameter mean of this
 run's own checkpoints 500-1500 (every 250 steps): 20 network evaluations, 10 of each network,
 and no extra training.

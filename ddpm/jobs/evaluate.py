@@ -61,7 +61,7 @@ class EvalJob:
   metrics: tuple[str, ...]
   extractor: features.FeatureExtractor | None
   samples: np.ndarray | None = None  # config.eval.samples_npz's images, read (and checked) once.
-  guide_params: object = None  # Autoguidance's guide (config.sampling.guide_step), or None.
+  guide_params: object = None  # Autoguidance's guide (sampling.guide_step...), or None.
 
   @staticmethod
   def validate(config) -> None:

@@ -97,9 +97,12 @@ def restore_guide_params(config, workdir: str, model_step: int | None = None):
     try:
       trees.append(restore_params(guide_config, workdir)[1])
     except ValueError as e:
-      which = (f"guide_step={step}" if step == s.guide_step else
-               f"guide_average_steps={tuple(s.guide_average_steps)} (step {step})")
-      raise ValueError(f"config.sampling.{which}: {e} Sampling without autoguidance: "
+      if step == s.guide_step:
+        raise ValueError(f"config.sampling.guide_step={step}: {e} Sampling without "
+                         "autoguidance: config.sampling.autoguidance_weight=0.") from None
+      raise ValueError(f"config.sampling.guide_average_steps={tuple(s.guide_average_steps)} "
+                       f"(step {step}): {e} A guide of the guide_step checkpoint alone: "
+                       "config.sampling.guide_average_steps=(); sampling without autoguidance: "
                        "config.sampling.autoguidance_weight=0.") from None
   if model_step is not None and steps[-1] >= model_step:
     logging.warning("Autoguidance by step %d of a model of step %d: the guide should be an "

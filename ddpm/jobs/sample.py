@@ -21,7 +21,7 @@ class SampleJob:
   workdir: str
   params: object
   step: int
-  guide_params: object = None  # Autoguidance's guide (config.sampling.guide_step), or None.
+  guide_params: object = None  # Autoguidance's guide (sampling.guide_step...), or None.
 
   @staticmethod
   def validate(config) -> None:

@@ -97,10 +97,12 @@ def check_folder(workdir: str, folder: image_folder.ImageFolder, num_classes: in
 
 def guide_checkpoint_steps(config) -> tuple[int, ...]:
   """The checkpoints autoguidance reads (`denoiser.guide_steps`: sampling.guide_step and
-  guide_average_steps) when config.sampling asks for it, else (): the run saves each of them
-  whatever checkpoint_every_steps says, and keeps it for good."""
+  guide_average_steps) whenever config.sampling names a guide_step >= 0, whatever its weight
+  (a run resumed with autoguidance_weight=0 must not delete them), else (): the run saves each
+  of them whatever checkpoint_every_steps says, and keeps it for good."""
   s = config.sampling
-  return denoiser.guide_steps(s) if denoiser.autoguided(s) else ()
+  step = s.get("guide_step", -1)
+  return () if isinstance(step, bool) or step < 0 else denoiser.guide_steps(s)
 
 
 def saves_checkpoint(step: int, config, last: bool = False) -> bool:
@@ -115,7 +117,7 @@ def warn_if_guide_not_saved(config) -> None:
   reach (`guide_checkpoint_steps`): --mode=sample would then stop and ask for it."""
   t = config.training
   steps = [s for s in guide_checkpoint_steps(config) if not 0 < s < t.num_train_steps]
-  if steps:
+  if steps and denoiser.autoguided(config.sampling):
     logging.warning(
         "Autoguidance by checkpoint(s) %s (config.sampling.guide_step, guide_average_steps), "
         "which this run of %d steps does not save before its last step: sampling with "
@@ -171,7 +173,7 @@ class Trainer:
   stop_requested: int = 0  # The signal number once SIGTERM/SIGINT arrived.
   skipped_steps: int = 0  # Steps whose non-finite update was skipped (nan_policy=skip).
   failed_writes: dict = dataclasses.field(default_factory=dict)  # Kind -> count (full disk).
-  # Autoguidance's guide for the grids once its checkpoint exists (False: it could not be read).
+  # Autoguidance's guide for the grids once its checkpoints exist (False: they cannot be read).
   guide_replicated: Any = None
 
   @staticmethod
@@ -229,6 +231,15 @@ class Trainer:
       logging.info("Training %d parameters matching config.training.trainable=%r; %d are frozen.",
                    n_train, t.trainable, n_frozen)
     start_step = int(state.step)
+    gone = [s for s in guide_checkpoint_steps(config)
+            if s <= start_step and s not in manager.all_steps()]
+    if gone and denoiser.autoguided(config.sampling):
+      logging.warning(
+          "Autoguidance needs checkpoint(s) %s, which %s lacks (trained before they were asked "
+          "for, or deleted): the grids stay unguided and --mode=sample will stop; set "
+          "config.sampling.guide_step and guide_average_steps to checkpoints it has (%s), or "
+          "autoguidance_weight=0.", ", ".join(map(str, gone)), manager.directory,
+          ", ".join(map(str, manager.all_steps())) or "none")
     train_iter = input_pipeline.create_train_iterator(config, start_step)
     p_train_step = train_step.make_p_train_step(model, schedule, tx, lr_fn, config)
     return cls(config, workdir, model, schedule, state, manager, meta, train_iter,
@@ -259,11 +270,13 @@ class Trainer:
     older than `step` (read once); else None (the grid is unguided)."""
     s = self.config.sampling
     steps = guide_checkpoint_steps(self.config)
-    if not steps or not steps[-1] < step or self.guide_replicated is False:
+    if (not denoiser.autoguided(s) or not steps[-1] < step
+        or self.guide_replicated is False):
       return None
     if self.guide_replicated is None:
       checkpointing.wait_until_finished(self.manager)
-      if not set(steps) <= set(self.manager.all_steps()):
+      if not set(steps) <= set(self.manager.all_steps()):  # Saved before now, so gone for good.
+        self.guide_replicated = False  # _restore said which are missing.
         return None
       template = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
                                         ema_params_replicated)

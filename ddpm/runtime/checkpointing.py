@@ -107,7 +107,10 @@ def create_manager(workdir: str, max_to_keep: int | None = 3, save_interval_step
   With `keep_period` > 0, checkpoints whose step is a multiple of it are kept as well, and so
   are those at `keep_steps` (e.g. the checkpoints an autoguidance guide is made of). This is
   orbax's own default policy for max_to_keep and keep_period, with CustomSteps added.
+  `save_interval_steps` applies to saves without force=True (the trainer decides and forces).
   """
+  if max_to_keep is not None and max_to_keep < 0:
+    raise ValueError(f"max_to_keep={max_to_keep} must be None (all) or >= 0.")
   policies = [ocp.checkpoint_managers.LatestN(max_to_keep)]
   if keep_period:
     policies.append(ocp.checkpoint_managers.EveryNSteps(keep_period))

@@ -23,7 +23,7 @@ One run at a time on an idle machine: two runs on 2 cores distort each other's m
       --override=--config.diffusion.loss_weighting=min_snr
   python experiments/quality/harness.py --render   # tables and plot from runs.jsonl only
 
-A sampler is method:steps[:spacing][:ag=W@STEP] (spacing default uniform); its NFE is steps,
+A sampler is method:steps[:spacing][:ag=W@STEP[+STEP...]] (spacing default uniform); its NFE is steps,
 or 2 steps - 1 for Heun, per network. ag=W@STEP adds autoguidance of weight W by the EMA
 parameters of the same run's checkpoint STEP (ag=W@STEPraw: its raw parameters; ag=W@S1+S2+...:
 the mean of several checkpoints', `--config.sampling.guide_average_steps`), which doubles
@@ -46,7 +46,7 @@ import time
 
 import ml_collections
 
-from ddpm.pipelines import generation
+from ddpm.pipelines import denoiser, generation
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
@@ -85,7 +85,7 @@ class Sampler:
   @property
   def guide_steps(self) -> tuple[int, ...]:
     """The checkpoints whose parameters the guide is the mean of, ascending."""
-    return tuple(sorted({self.guide_step, *self.guide_average_steps}))
+    return denoiser.guide_steps(self.sampling_config())
 
   @property
   def label(self) -> str:

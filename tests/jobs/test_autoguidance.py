@@ -2,6 +2,9 @@
 checkpoint guides a later one in --mode=sample; its bad inputs are one-line errors."""
 
 import logging
+import os
+import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -101,7 +104,10 @@ def test_a_guide_of_several_checkpoints_is_the_mean_of_their_parameters(workdir)
   assert out["npz"].endswith("_ag1_guide1+2_seed0_step2.npz")
   with pytest.raises(ValueError, match=r"^config.sampling.guide_average_steps=\(7,\) \(step 7\): "
                                        r"checkpoint step 7 is not in .*; available: \[1, 2\]\. "
-                                       r"Sampling without autoguidance: "):
+                                       r"A guide of the guide_step checkpoint alone: "
+                                       r"config\.sampling\.guide_average_steps=\(\); sampling "
+                                       r"without autoguidance: config\.sampling\."
+                                       r"autoguidance_weight=0\.$"):
     restore.restore_guide_params(config(autoguidance_weight=1.0, guide_step=1,
                                         guide_average_steps=(7,)), str(workdir))
 
@@ -188,6 +194,28 @@ def test_an_exported_averaged_guide_is_the_mean_and_its_file_says_so(workdir):
   assert m.config.sampling.guide_average_steps == (2,)
   loaded = pretrained.config_with_settings(config(), exported["settings"])
   assert (loaded.sampling.guide_step, loaded.sampling.guide_average_steps) == (1, (2,))
+
+
+@pytest.mark.skipif(
+    not (pathlib.Path(os.environ.get("TFDS_DATA_DIR", "/nonexistent")) / "mnist").is_dir(),
+    reason="needs the prepared MNIST in TFDS_DATA_DIR")
+def test_a_run_resumed_without_its_guide_checkpoints_says_so_and_grids_unguided(
+    workdir, tmp_path, caplog):
+  """A workdir trained before its guide checkpoints were asked for (only step 2 here): the
+  restart warns, naming the missing step, and its grids stay unguided instead of failing."""
+  shutil.copytree(workdir / "checkpoints" / "2", tmp_path / "checkpoints" / "2")
+  c = config(autoguidance_weight=1.0, guide_step=1)
+  c.training.num_train_steps = 3
+  with caplog.at_level(logging.WARNING):
+    trainer = train_job.Trainer.setup(c, str(tmp_path))
+  try:
+    assert trainer.start_step == 2
+    assert "Autoguidance needs checkpoint(s) 1, which" in caplog.text
+    assert trainer._grid_guide(None, 3) is None and trainer.guide_replicated is False
+  finally:
+    trainer.manager.close()
+    if trainer.lock is not None:
+      trainer.lock.release()
 
 
 @pytest.mark.parametrize("every,keep_every,keep,guide_step,average", [
