@@ -25,10 +25,11 @@ ran 2521 steps in 45 minutes: FID 50.2. The previous recipe (eps prediction, L_s
 1e-3, ch-32 U-Net), 2715 steps in the same minutes, scores FID 84.1 with speckled backgrounds.
 The backgrounds are now clean; some strokes are still broken: far from real digits yet.
 
-Autoguided (2026-12-07, seed 2, on a slower AVX2-only machine: 4750 steps took 63 minutes),
-the same checkpoint scores FID 9.53, precision 0.790, recall 0.860 with the default sampler
-against 22.90 / 0.677 / 0.907 for Heun 10 unguided (19 NFE); a second seed (3) scores FID
-13.82, precision 0.782, recall 0.870 with it: experiments/quality/README.md.
+Autoguided (2026-12-07, on a slower AVX2-only machine: 4750 steps took 62-63 minutes), the
+default sampler scores FID 12.27 / precision 0.787 / recall 0.856 (seed 2) and 12.33 / 0.793 /
+0.869 (seed 3), against 22.90 / 0.677 / 0.907 for Heun 10 unguided (19 NFE, seed 2). With the
+step-1000 checkpoint alone as the guide the two seeds scored 9.53 and 13.82: one checkpoint is
+a lottery, their mean is not (experiments/quality/README.md).
 """
 
 from ddpm.configs import default as default_lib
