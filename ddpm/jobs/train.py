@@ -112,18 +112,22 @@ def saves_checkpoint(step: int, config, last: bool = False) -> bool:
           or step in guide_checkpoint_steps(config))
 
 
-def warn_if_guide_not_saved(config) -> None:
-  """A warning when config.sampling asks for autoguidance by a checkpoint this run does not
-  reach (`guide_checkpoint_steps`): --mode=sample would then stop and ask for it."""
+def warn_if_guide_missing(config, start_step: int = 0, saved=()) -> None:
+  """A warning when config.sampling asks for autoguidance by checkpoints
+  (`guide_checkpoint_steps`) this run will not have: outside steps 1..num_train_steps - 1, or
+  at or before `start_step` (a resumed run) and not among the `saved` steps. The grids then
+  stay unguided, and --mode=sample stops and asks for them."""
   t = config.training
-  steps = [s for s in guide_checkpoint_steps(config) if not 0 < s < t.num_train_steps]
-  if steps and denoiser.autoguided(config.sampling):
+  missing = [s for s in guide_checkpoint_steps(config)
+             if not 0 < s < t.num_train_steps or (s <= start_step and s not in saved)]
+  if missing and denoiser.autoguided(config.sampling):
     logging.warning(
-        "Autoguidance by checkpoint(s) %s (config.sampling.guide_step, guide_average_steps), "
-        "which this run of %d steps does not save before its last step: sampling with "
-        "autoguidance needs earlier checkpoints; set them in 1..%d, or "
-        "config.sampling.autoguidance_weight=0.", ", ".join(map(str, steps)), t.num_train_steps,
-        t.num_train_steps - 1)
+        "Autoguidance needs checkpoint(s) %s (config.sampling.guide_step, guide_average_steps), "
+        "which this run will not have: it saves them only at steps 1..%d, after its start at "
+        "step %d (saved: %s). The grids stay unguided and sampling with autoguidance will stop; "
+        "name other checkpoints, or config.sampling.autoguidance_weight=0.",
+        ", ".join(map(str, missing)), t.num_train_steps - 1, start_step,
+        ", ".join(map(str, saved)) or "none")
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -191,7 +195,6 @@ class Trainer:
     """
     cls.validate(config)
     input_pipeline.local_batch_size(config.training.batch_size)  # Divisible by devices.
-    warn_if_guide_not_saved(config)
     workdir = prepare_workdir(workdir)
     # Unknown dataset, or an image folder that is empty or holds a bad image -> error.
     builder = input_pipeline.get_builder(config.data, config.model.num_classes)
@@ -231,15 +234,7 @@ class Trainer:
       logging.info("Training %d parameters matching config.training.trainable=%r; %d are frozen.",
                    n_train, t.trainable, n_frozen)
     start_step = int(state.step)
-    gone = [s for s in guide_checkpoint_steps(config)
-            if s <= start_step and s not in manager.all_steps()]
-    if gone and denoiser.autoguided(config.sampling):
-      logging.warning(
-          "Autoguidance needs checkpoint(s) %s, which %s lacks (trained before they were asked "
-          "for, or deleted): the grids stay unguided and --mode=sample will stop; set "
-          "config.sampling.guide_step and guide_average_steps to checkpoints it has (%s), or "
-          "autoguidance_weight=0.", ", ".join(map(str, gone)), manager.directory,
-          ", ".join(map(str, manager.all_steps())) or "none")
+    warn_if_guide_missing(config, start_step, sorted(manager.all_steps()))
     train_iter = input_pipeline.create_train_iterator(config, start_step)
     p_train_step = train_step.make_p_train_step(model, schedule, tx, lr_fn, config)
     return cls(config, workdir, model, schedule, state, manager, meta, train_iter,
@@ -276,7 +271,7 @@ class Trainer:
     if self.guide_replicated is None:
       checkpointing.wait_until_finished(self.manager)
       if not set(steps) <= set(self.manager.all_steps()):  # Saved before now, so gone for good.
-        self.guide_replicated = False  # _restore said which are missing.
+        self.guide_replicated = False  # warn_if_guide_missing said which.
         return None
       template = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
                                         ema_params_replicated)

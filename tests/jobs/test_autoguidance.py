@@ -210,7 +210,7 @@ def test_a_run_resumed_without_its_guide_checkpoints_says_so_and_grids_unguided(
     trainer = train_job.Trainer.setup(c, str(tmp_path))
   try:
     assert trainer.start_step == 2
-    assert "Autoguidance needs checkpoint(s) 1, which" in caplog.text
+    assert "Autoguidance needs checkpoint(s) 1 (" in caplog.text and "(saved: 2)" in caplog.text
     assert trainer._grid_guide(None, 3) is None and trainer.guide_replicated is False
   finally:
     trainer.manager.close()
