@@ -110,4 +110,4 @@ def restore_guide_params(config, workdir: str, model_step: int | None = None):
                     "guide_average_steps).", steps[-1], model_step)
   logging.info("Autoguidance: the guide is %s, weight %g.", denoiser.describe_guide(s),
                s.autoguidance_weight)
-  return trees[0] if len(trees) == 1 else checkpointing.mean_params(trees)
+  return checkpointing.mean_params(trees)

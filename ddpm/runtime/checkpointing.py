@@ -202,7 +202,8 @@ def restore_params(manager: ocp.CheckpointManager, step: int, template, meta: di
 
 def mean_params(trees):
   """The element-wise mean (1/K) sum_k theta_k of K >= 1 parameter trees of one structure, as
-  numpy arrays of the first tree's dtypes (accumulated in float64): a uniform weight average
+  numpy arrays of the first tree's dtypes (accumulated in float64, so one tree comes back bit
+  for bit): a uniform weight average
   of checkpoints, as stochastic weight averaging (Izmailov et al. 2018, eq. 2) and post-hoc
   EMA reconstructions (Karras et al. 2024, EDM2, sec. 3) average snapshots of one run."""
   trees = list(trees)
@@ -220,10 +221,8 @@ def mean_params(trees):
 def restore_mean_params(manager: ocp.CheckpointManager, steps, template, meta: dict,
                         which: str = "ema_params"):
   """`mean_params` of the `which` parameters of the checkpoints at `steps` (one step: exactly
-  its parameters), each read and checked by `restore_params`."""
-  steps = list(steps)
-  if len(steps) == 1:
-    return restore_params(manager, steps[0], template, meta, which)
+  its parameters, since a float64 mean of one value is that value), each read and checked by
+  `restore_params`."""
   return mean_params(restore_params(manager, s, template, meta, which) for s in steps)
 
 
