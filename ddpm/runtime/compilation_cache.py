@@ -2,28 +2,34 @@
 
 Every `python -m ddpm.main` process compiles its programs before it computes anything: the
 train step of configs/mnist.py takes ~25 s on a 2-core CPU, the guided sampler of
-`--mode=sample`/`--mode=eval` as long again. JAX's persistent compilation cache
+`--mode=sample`/`--mode=eval` several seconds more. JAX's persistent compilation cache
 (`jax_compilation_cache_dir`) stores each compiled executable on disk under a key of the
 program, its compile options, the XLA flags, the devices and the jax/jaxlib versions; a later
 process that compiles the same program loads it instead. A resumed or restarted run, and every
-`--mode=sample`/`eval` after the first, then starts in seconds (configs/tiny.py: 28.7 s ->
-5.8 s to its first step). The executable loaded is the one that was compiled, so every number a
-run computes is bit for bit the same (tests/runtime/test_reliability.py restarts killed runs
-from the cache and compares them with an uncached run).
+`--mode=sample`/`eval` after the first, then starts sooner (configs/tiny.py: 25.6 s -> 6.0 s to
+its first step). The executable loaded is the one that was compiled, so every number a run
+computes is bit for bit the same (tests/runtime/test_reliability.py restarts killed runs from
+the cache and compares them with a run that had the cache off).
 
 Where (`cache_dir`, pure):
-  * DDPM_COMPILATION_CACHE=DIR puts it in DIR; =0 (or off/false/no) turns it off;
-  * JAX_COMPILATION_CACHE_DIR, when set, is JAX's own setting and is left as it is;
-  * otherwise $XDG_CACHE_HOME/ddpm/xla, i.e. ~/.cache/ddpm/xla.
-Entries live in one subfolder per host instruction set (`isa_tag`: the machine and a hash of
-the CPU's feature flags), so a home directory shared by machines with different CPUs never
-offers one machine's code to another (jaxlib's CPU loader refuses such an entry, and every
-process would compile anew: jax-ml/jax#38445).
+  * DDPM_COMPILATION_CACHE=DIR: under DIR; =0 (or off/false/no) turns it off, also JAX's own
+    JAX_COMPILATION_CACHE_DIR; =1 (or on/true/yes) or unset: the default place;
+  * else JAX_COMPILATION_CACHE_DIR, when set, is JAX's own setting and is left as it is;
+  * the default: $XDG_CACHE_HOME/ddpm/xla, i.e. ~/.cache/ddpm/xla.
+Entries live in one subfolder per host CPU (`isa_tag`: the machine and a hash of the CPU's
+model and feature flags), so a home directory shared by machines with different CPUs never
+offers one machine's code to another. It grows by a few MB per config and mode; nothing evicts
+entries (JAX's size limit needs the `filelock` package): delete the folder to reclaim it.
+
+Known limits: jaxlib's CPU loader refuses every entry on some Intel CPUs (it takes the LLVM
+tuning attributes +prefer-no-gather/+prefer-no-scatter for missing CPU features,
+jax-ml/jax#38445); there the cache only costs an error line per program and the run compiles as
+without it (DDPM_COMPILATION_CACHE=0 silences it). An entry a killed process left half-written
+is reported by JAX as a warning and compiled again, every run, because JAX never overwrites an
+entry: deleting the folder is always safe.
 
 Only the command line uses it (`enable`, called by `ddpm.main`): importing `ddpm` as a library
-leaves JAX's configuration as the user has it. JAX reports an entry it cannot read (e.g. one a
-killed process left half-written) as a warning and compiles the program; deleting the folder
-is always safe.
+leaves JAX's configuration as the user has it.
 """
 
 from __future__ import annotations
@@ -36,18 +42,24 @@ from collections.abc import Mapping
 ENV = "DDPM_COMPILATION_CACHE"
 JAX_ENV = "JAX_COMPILATION_CACHE_DIR"
 OFF_VALUES = ("0", "off", "false", "no")
+DEFAULT_VALUES = ("", "1", "on", "true", "yes")
 
 
 def isa_tag(machine: str, cpuinfo: str) -> str:
-  """`<machine>-<12 hex digits>` naming the host's instruction set: a hash of the sorted CPU
-  feature flags of /proc/cpuinfo's first `flags` (x86) or `Features` (Arm) line; `<machine>`
-  alone where there is no such line (e.g. not Linux)."""
+  """`<machine>-<12 hex digits>` naming the host CPU: a hash of /proc/cpuinfo's first model
+  name line and the sorted feature flags of its first `flags` (x86) or `Features` (Arm) line;
+  `<machine>` alone where there is no flags line (e.g. not Linux)."""
+  fields = {}
   for line in cpuinfo.splitlines():
     key, sep, value = line.partition(":")
-    if sep and key.strip() in ("flags", "Features"):
-      flags = " ".join(sorted(set(value.split())))
-      return f"{machine}-{hashlib.sha256(flags.encode()).hexdigest()[:12]}"
-  return machine
+    key = key.strip()
+    if sep and key in ("model name", "flags", "Features") and key not in fields:
+      fields[key] = value
+  flags = fields.get("flags", fields.get("Features"))
+  if flags is None:
+    return machine
+  text = fields.get("model name", "").strip() + "|" + " ".join(sorted(set(flags.split())))
+  return f"{machine}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def is_off(environ: Mapping[str, str]) -> bool:
@@ -56,13 +68,22 @@ def is_off(environ: Mapping[str, str]) -> bool:
 
 
 def cache_dir(environ: Mapping[str, str], home: str, tag: str) -> str | None:
-  """The cache folder for the environment `environ` (see the module docstring), or None when
-  it is off or JAX's own JAX_COMPILATION_CACHE_DIR applies. Pure."""
-  if is_off(environ) or environ.get(JAX_ENV, "").strip():
+  """The absolute cache folder for the environment `environ` (see the module docstring), or
+  None when it is off or JAX's own JAX_COMPILATION_CACHE_DIR applies. Pure; a relative
+  DDPM_COMPILATION_CACHE is taken from `environ`'s PWD, a relative XDG_CACHE_HOME is ignored
+  (as the XDG spec says)."""
+  value = environ.get(ENV, "").strip()
+  if value.lower() in OFF_VALUES:
     return None
-  root = (environ.get(ENV, "").strip() or os.path.join(
-      environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(home, ".cache"), "ddpm", "xla"))
-  return os.path.join(os.path.expanduser(root), tag)
+  if value.lower() in DEFAULT_VALUES:
+    if environ.get(JAX_ENV, "").strip():
+      return None
+    xdg = environ.get("XDG_CACHE_HOME", "").strip()
+    root = os.path.join(xdg if os.path.isabs(xdg) else os.path.join(home, ".cache"), "ddpm",
+                        "xla")
+  else:
+    root = os.path.join(environ.get("PWD", "/"), os.path.expanduser(value))
+  return os.path.normpath(os.path.join(root, tag))
 
 
 def host_isa_tag() -> str:
@@ -85,12 +106,17 @@ def enable(environ: Mapping[str, str] | None = None) -> str:
   if is_off(environ):
     jax.config.update("jax_enable_compilation_cache", False)
     return f"XLA compilation cache: off ({ENV}={environ[ENV]})."
-  path = cache_dir(environ, os.path.expanduser("~"), host_isa_tag())
-  if path is None:
-    return f"XLA compilation cache: {environ[JAX_ENV]} (from {JAX_ENV})."
-  try:
-    os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    return f"XLA compilation cache: off ({path} cannot be created: {e.strerror})."
-  jax.config.update("jax_compilation_cache_dir", path)
-  return f"XLA compilation cache: {path} ({ENV}=0 turns it off)."
+  path = cache_dir({**environ, "PWD": os.getcwd()}, os.path.expanduser("~"), host_isa_tag())
+  if path is not None:
+    try:
+      os.makedirs(path, exist_ok=True)
+    except OSError as e:
+      return f"XLA compilation cache: off ({path} cannot be created: {e.strerror or e})."
+    if not os.access(path, os.W_OK | os.X_OK):
+      return f"XLA compilation cache: off ({path} is not writable)."
+    jax.config.update("jax_compilation_cache_dir", path)
+  where = jax.config.jax_compilation_cache_dir
+  if not jax.config.jax_enable_compilation_cache or not where:
+    return "XLA compilation cache: off (JAX's settings)."
+  source = f"{ENV}=0 turns it off" if path is not None else f"from {JAX_ENV}"
+  return f"XLA compilation cache: {where} ({source})."

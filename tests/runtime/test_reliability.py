@@ -120,9 +120,12 @@ def _flat_state(workdir, step):
 
 @pytest.fixture(scope="module")
 def lone_run(tmp_path_factory):
-  """A 30-step tiny run, never interrupted: what every interrupted run must end equal to."""
+  """A 30-step tiny run, never interrupted: what every interrupted run must end equal to. It
+  compiles everything itself (the compilation cache off); the runs it is compared with load
+  from the session's cache what they can."""
   workdir = tmp_path_factory.mktemp("lone_run")
-  proc = _launch(workdir, "--config.training.num_train_steps=30")
+  proc = _launch(workdir, "--config.training.num_train_steps=30",
+                 env={**os.environ, "DDPM_COMPILATION_CACHE": "0"})
   assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
   return workdir
 
@@ -151,6 +154,8 @@ def test_sigkill_at_any_moment_then_restart_ends_bit_identical(tmp_path, lone_ru
   log = "".join(_wait_for(final, "Finished at step 30"))
   assert final.wait(timeout=120) == 0
   assert "Restored checkpoint at step" in log
+  cache = [line for line in log.splitlines() if "XLA compilation cache: " in line]
+  assert len(cache) == 1 and "off" not in cache[0], cache
   # The SIGKILLed run's lock record was left behind; the kernel had dropped its lock.
   assert "Took over the lock of" in log and "which no longer runs" in log, log[-3000:]
   # Two identical commands started together on one workdir (a job re-queued while it runs):
