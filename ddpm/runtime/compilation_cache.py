@@ -72,9 +72,9 @@ def cache_dir(environ: Mapping[str, str], home: str, tag: str) -> str | None:
   None when it is off or JAX's own JAX_COMPILATION_CACHE_DIR applies. Pure; a relative
   DDPM_COMPILATION_CACHE is taken from `environ`'s PWD, a relative XDG_CACHE_HOME is ignored
   (as the XDG spec says)."""
-  value = environ.get(ENV, "").strip()
-  if value.lower() in OFF_VALUES:
+  if is_off(environ):
     return None
+  value = environ.get(ENV, "").strip()
   if value.lower() in DEFAULT_VALUES:
     if environ.get(JAX_ENV, "").strip():
       return None

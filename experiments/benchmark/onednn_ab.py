@@ -40,6 +40,23 @@ def make_config(name: str, batch: int):
   return config
 
 
+def random_device_batches(config, batch: int, count: int = 4) -> list:
+  """`count` batches of uniform random images in [-1, 1] (and random labels for a conditional
+  model), split over the local devices as the trainer's pmap step takes them."""
+  from ddpm.data import input_pipeline
+  from ddpm.models import build
+  from ddpm.runtime import replicas
+  n_dev = jax.local_device_count()
+  per_device = input_pipeline.local_batch_size(batch) // n_dev
+  shape = (n_dev, per_device, *build.image_shape(config))
+  rng = np.random.default_rng(0)
+  host = [{"image": rng.uniform(-1, 1, shape).astype(np.float32)} for _ in range(count)]
+  if config.model.num_classes:
+    for b in host:
+      b["label"] = rng.integers(0, config.model.num_classes, shape[:2]).astype(np.int32)
+  return list(jax_utils.prefetch_to_device(iter(host), 2, axis_name=replicas.AXIS))
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--config", choices=("mnist", "benchmark"), default="mnist")
@@ -48,10 +65,8 @@ def main():
   p.add_argument("--steps", type=int, default=8)
   args = p.parse_args()
   jax.config.update("jax_enable_compilation_cache", False)
-  from ddpm.data import input_pipeline
   from ddpm.diffusion import schedules
   from ddpm.kernels import conv
-  from ddpm.models import build
   from ddpm.runtime import replicas
   from ddpm.training import train_step
   print(conv.status(), flush=True)
@@ -59,15 +74,7 @@ def main():
   config = make_config(args.config, args.batch)
   model, tx, lr_fn, state, _ = train_step.initial_state(config)
   schedule = schedules.schedule_from_config(config.diffusion)
-  n_dev = jax.local_device_count()
-  per_device = input_pipeline.local_batch_size(args.batch) // n_dev
-  shape = (n_dev, per_device, *build.image_shape(config))
-  rng = np.random.default_rng(0)
-  host = [{"image": rng.uniform(-1, 1, shape).astype(np.float32)} for _ in range(4)]
-  if config.model.num_classes:
-    for b in host:
-      b["label"] = rng.integers(0, config.model.num_classes, shape[:2]).astype(np.int32)
-  batches = list(jax_utils.prefetch_to_device(iter(host), 2, axis_name=replicas.AXIS))
+  batches = random_device_batches(config, args.batch)
 
   variants = {}
   for name in ("lax", "onednn"):

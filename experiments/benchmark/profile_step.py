@@ -82,24 +82,17 @@ def report(summary: dict, top: int = 20) -> str:
 def trace_step(config_name: str, batch: int, steps: int, trace_dir: str) -> str:
   import ddpm  # noqa: F401  (first: the XLA CPU flags)
   import jax
-  import numpy as np
   from flax import jax_utils
 
-  from ddpm.data import input_pipeline
   from ddpm.diffusion import schedules
-  from ddpm.models import build
   from ddpm.runtime import replicas
   from ddpm.training import train_step
-  from onednn_ab import make_config
+  from onednn_ab import make_config, random_device_batches
 
   config = make_config(config_name, batch)
   model, tx, lr_fn, state, _ = train_step.initial_state(config)
   rstate = jax_utils.replicate(state, axis_name=replicas.AXIS)
-  n_dev = jax.local_device_count()
-  shape = (n_dev, input_pipeline.local_batch_size(batch) // n_dev, *build.image_shape(config))
-  rng = np.random.default_rng(0)
-  host = [{"image": rng.uniform(-1, 1, shape).astype(np.float32)} for _ in range(4)]
-  batches = list(jax_utils.prefetch_to_device(iter(host), 2, axis_name=replicas.AXIS))
+  batches = random_device_batches(config, batch)
   schedule = schedules.schedule_from_config(config.diffusion)
   step = train_step.make_p_train_step(model, schedule, tx, lr_fn, config).lower(
       rstate, batches[0]).compile()
